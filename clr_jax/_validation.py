@@ -76,7 +76,9 @@ def check_interval(
     lo_ok = arr >= low if closed_low else arr > low
     hi_ok = arr <= high if closed_high else arr < high
     if not np.all(lo_ok & hi_ok):
-        bounds = f"{'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}"
+        bounds = (
+            f"{'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}"
+        )
         _fail(name, f"in {bounds}", value)
 
 

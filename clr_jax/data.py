@@ -18,7 +18,14 @@ import numpy as np
 
 from clr_jax import _validation as v
 
-__all__ = ["Dataset", "batch_indices", "epoch_indices", "load_digits", "num_examples", "take"]
+__all__ = [
+    "Dataset",
+    "batch_indices",
+    "epoch_indices",
+    "load_digits",
+    "num_examples",
+    "take",
+]
 
 
 class Dataset(NamedTuple):
@@ -78,7 +85,8 @@ def num_examples(data: Any) -> int:
     sizes = {np.shape(leaf)[0] for leaf in jax.tree.leaves(data)}
     if len(sizes) != 1:
         raise ValueError(
-            f"every array in `data` must have the same leading (example) axis; got {sorted(sizes)}."
+            "every array in `data` must have the same leading (example) axis; "
+            f"got {sorted(sizes)}."
         )
     return sizes.pop()
 
@@ -122,6 +130,7 @@ def _batches_per_epoch(num_examples: int, batch_size: int) -> int:
     v.check_step_count("batch_size", batch_size)
     if batch_size > num_examples:
         raise ValueError(
-            f"`batch_size` must be <= the number of examples ({num_examples}); got {batch_size}."
+            f"`batch_size` must be <= the number of examples ({num_examples}); "
+            f"got {batch_size}."
         )
     return num_examples // batch_size

@@ -145,7 +145,8 @@ def cyclical(
 
     .. math::
 
-       h = p / s_{up} \text{ if } p \le s_{up} \text{ else } (s_{up} + s_{down} - p) / s_{down}
+       h = p / s_{up} \text{ if } p \le s_{up}
+           \text{ else } (s_{up} + s_{down} - p) / s_{down}
 
        lr = base\_lr + (max\_lr - base\_lr) \cdot w(h) \cdot scale\_fn(x)
 
@@ -353,9 +354,15 @@ def exp_range(
     """
     v.check_interval("gamma", gamma, 0.0, 1.0, closed_low=False, closed_high=True)
 
+    # log(gamma) from the float64 value when concrete: float32(0.9999) alone is
+    # off by 1e-4 in its logarithm, which gamma**count would amplify.
+    concrete_gamma = v.concrete(gamma)
+    log_gamma = None if concrete_gamma is None else np.log(concrete_gamma)
+
     def decay(count):
         dtype = _float_dtype(base_lr, max_lr, gamma)
-        return jnp.asarray(gamma, dtype) ** count.astype(dtype)
+        log = jnp.log(jnp.asarray(gamma, dtype)) if log_gamma is None else log_gamma
+        return jnp.exp(count.astype(dtype) * jnp.asarray(log, dtype))
 
     return cyclical(
         base_lr,
@@ -413,7 +420,10 @@ def cyclical_momentum(
       Smith, "A disciplined approach to neural network hyper-parameters: Part
       1", 2018, https://arxiv.org/abs/1803.09820.
     """
-    for name, value in (("base_momentum", base_momentum), ("max_momentum", max_momentum)):
+    for name, value in (
+        ("base_momentum", base_momentum),
+        ("max_momentum", max_momentum),
+    ):
         v.check_interval(name, value, 0.0, 1.0, closed_low=True, closed_high=True)
     return cyclical(
         max_momentum,
@@ -467,11 +477,13 @@ def _restart_position_float(count, cycle_steps, cycle_mult, dtype):
         jnp.floor(jnp.log1p(c * (safe_m - 1.0) / t0) / log_m),
         jnp.floor(c / t0),
     )
-    # One correction either way absorbs the rounding of the log.
-    guess = jnp.where(c < start(guess), guess - 1.0, guess)
-    guess = jnp.where(c >= start(guess + 1.0), guess + 1.0, guess)
+    # One correction either way absorbs the rounding of the log; the few-ulp
+    # slack puts an integer count that sits on a rounded start in the new cycle.
+    slack = 1.0 - 8.0 * jnp.finfo(dtype).eps
+    guess = jnp.where(c < start(guess) * slack, guess - 1.0, guess)
+    guess = jnp.where(c >= start(guess + 1.0) * slack, guess + 1.0, guess)
     length = jnp.where(geometric, t0 * safe_m**guess, t0)
-    return guess, c - start(guess), length
+    return guess, jnp.maximum(c - start(guess), 0.0), length
 
 
 def cosine_restarts(
@@ -551,17 +563,18 @@ def cosine_restarts(
             length = jnp.asarray(cycle_steps, dtype)
             index = index.astype(dtype)
         elif mode == "table":
-            thresholds, floors, fractions, lengths = table
+            thresholds, floors, fractions, lengths = (jnp.asarray(a) for a in table)
             idx = jnp.searchsorted(thresholds, count, side="right") - 1
             pos = (count - floors[idx]).astype(dtype) - fractions[idx].astype(dtype)
-            length = jnp.asarray(lengths, dtype)[idx]
+            length = lengths[idx].astype(dtype)
             index = idx.astype(dtype)
         else:
             index, pos, length = _restart_position_float(
                 count, cycle_steps, cycle_mult, dtype
             )
         peak = jnp.asarray(max_lr, dtype) * jnp.asarray(decay, dtype) ** index
-        cosine = 0.5 + 0.5 * jnp.cos(jnp.pi * pos / length)
+        # (1 + cos(pi x)) / 2 as cos^2(pi x / 2): accurate as the cycle ends.
+        cosine = jnp.cos(0.5 * jnp.pi * pos / length) ** 2
         return jnp.asarray(min_lr + (peak - min_lr) * cosine, dtype)
 
     return schedule
@@ -608,27 +621,27 @@ def _one_cycle(values, total_steps, pct_start, anneal_strategy, three_phase):
         dtype = _float_dtype(pct_start, *values)
         total = jnp.asarray(total_steps, dtype)
         warmup = jnp.asarray(pct_start, dtype) * total
-        ends = [warmup - 1.0]
-        if three_phase:
-            ends.append(2.0 * warmup - 2.0)
+        ends = [warmup - 1.0, 2.0 * warmup - 2.0] if three_phase else [warmup - 1.0]
         ends.append(total - 1.0)
-        ends = jnp.stack(ends)
-        starts = jnp.concatenate([jnp.zeros((1,), dtype), ends[:-1]])
+        starts = [jnp.zeros((), dtype), *ends[:-1]]
         step = jnp.minimum(count, jnp.asarray(total_steps, count.dtype) - 1)
-        step = step.astype(dtype)[..., None]
+        step = step.astype(dtype)
+
+        def phase(i):
+            pct = (step - starts[i]) / (ends[i] - starts[i])
+            if anneal_strategy == "cos":
+                # cos^2 / sin^2 weights: no cancellation near either end.
+                to_end = jnp.sin(0.5 * jnp.pi * pct) ** 2
+                to_start = jnp.cos(0.5 * jnp.pi * pct) ** 2
+            else:
+                to_end, to_start = pct, 1.0 - pct
+            return to_start * values[i] + to_end * values[i + 1]
+
         # PyTorch takes the first phase whose end is >= step, else the last.
-        inside = step <= ends[:-1]
-        phase = jnp.where(
-            inside.any(-1), jnp.argmax(inside, -1), len(values) - 2
-        )
-        start_value = jnp.stack([jnp.asarray(x, dtype) for x in values[:-1]])[phase]
-        end_value = jnp.stack([jnp.asarray(x, dtype) for x in values[1:]])[phase]
-        pct = (step[..., 0] - starts[phase]) / (ends[phase] - starts[phase])
-        if anneal_strategy == "cos":
-            frac = 0.5 - 0.5 * jnp.cos(jnp.pi * pct)
-        else:
-            frac = pct
-        return jnp.asarray(start_value + (end_value - start_value) * frac, dtype)
+        value = phase(len(ends) - 1)
+        for i in reversed(range(len(ends) - 1)):
+            value = jnp.where(step <= ends[i], phase(i), value)
+        return jnp.asarray(value, dtype)
 
     return schedule
 
@@ -696,7 +709,9 @@ def one_cycle(
     total = _check_one_cycle(total_steps, pct_start, anneal_strategy, three_phase)
     initial = max_lr / div_factor
     final = initial / final_div_factor
-    values = [initial, max_lr, initial, final] if three_phase else [initial, max_lr, final]
+    values = (
+        [initial, max_lr, initial, final] if three_phase else [initial, max_lr, final]
+    )
     return _one_cycle(values, total, pct_start, anneal_strategy, three_phase)
 
 
@@ -744,7 +759,10 @@ def one_cycle_momentum(
       Smith, "A disciplined approach to neural network hyper-parameters: Part
       1", 2018, https://arxiv.org/abs/1803.09820.
     """
-    for name, value in (("base_momentum", base_momentum), ("max_momentum", max_momentum)):
+    for name, value in (
+        ("base_momentum", base_momentum),
+        ("max_momentum", max_momentum),
+    ):
         v.check_interval(name, value, 0.0, 1.0, closed_low=True, closed_high=True)
     total = _check_one_cycle(total_steps, pct_start, anneal_strategy, three_phase)
     values = (
