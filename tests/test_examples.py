@@ -1,0 +1,65 @@
+"""Runs the example scripts on their ``--smoke`` settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+from pathlib import Path
+
+import pytest
+
+_EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _load_example(name: str):
+    """Imports ``examples/<name>.py`` by path (``examples/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, _EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the IHDR chunk, after checking the PNG signature."""
+    data = path.read_bytes()
+    assert data[:8] == _PNG_SIGNATURE
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_schedule_gallery_smoke_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    gallery = _load_example("schedule_gallery")
+    out = tmp_path / "g.png"
+
+    assert gallery.main(["--smoke", "--out", str(out)]) == out
+
+    assert out.is_file()
+    assert out.stat().st_size > 10_000  # sixteen drawn panels, not a blank canvas
+    width, height = _png_size(out)
+    assert width > 400 and height > 300
+    assert abs(width / height - 1600 / 1100) < 0.05
+
+
+def test_schedule_gallery_shows_every_schedule():
+    gallery = _load_example("schedule_gallery")
+    titles = " ".join(panel.title for panel in gallery.gallery_panels())
+    for name in (
+        "triangular(",
+        "triangular2(",
+        "exp_range(",
+        "window=",
+        "step_size_down=",
+        "cyclical(",
+        "cyclical_momentum(",
+        "cycle_mult=2",
+        "cycle_mult=1.5",
+        "one_cycle(",
+        "one_cycle_momentum(",
+        "three_phase=True",
+        "anneal_strategy='linear'",
+        "lr_sweep(",
+        "mode='linear'",
+    ):
+        assert name in titles
