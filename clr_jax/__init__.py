@@ -7,6 +7,22 @@ Schedules are pure ``optax.Schedule`` functions (``count -> value``, where
 """
 
 from clr_jax.inject import with_schedules
+from clr_jax.lipschitz import (
+    OutputTargetNorms,
+    lipschitz_constant,
+    lipschitz_lr,
+    max_weight_norm,
+    output_target_norms,
+    penultimate_norm,
+)
+from clr_jax.range_test import (
+    BoundsReport,
+    RangeTestResult,
+    RangeTestWarning,
+    SweepState,
+    range_test,
+    range_test_with_step,
+)
 from clr_jax.schedules import (
     cosine_restarts,
     cyclical,
@@ -23,14 +39,26 @@ from clr_jax.schedules import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundsReport",
+    "OutputTargetNorms",
+    "RangeTestResult",
+    "RangeTestWarning",
+    "SweepState",
     "__version__",
     "cosine_restarts",
     "cyclical",
     "cyclical_momentum",
     "exp_range",
+    "lipschitz_constant",
+    "lipschitz_lr",
     "lr_sweep",
+    "max_weight_norm",
     "one_cycle",
     "one_cycle_momentum",
+    "output_target_norms",
+    "penultimate_norm",
+    "range_test",
+    "range_test_with_step",
     "step_size_for",
     "triangular",
     "triangular2",

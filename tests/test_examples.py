@@ -63,3 +63,27 @@ def test_schedule_gallery_shows_every_schedule():
         "mode='linear'",
     ):
         assert name in titles
+
+
+def test_compare_policies_smoke_tables_every_policy(tmp_path, capsys):
+    import json
+    import math
+
+    for extra in ("flax", "matplotlib", "sklearn"):
+        pytest.importorskip(extra)
+    from clr_jax.cli import POLICIES
+
+    compare = _load_example("compare_policies")
+
+    assert compare.main(["--smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert list(results["runs"]) == ["fixed", *POLICIES]
+    table = (tmp_path / "results.md").read_text(encoding="utf-8")
+    printed = capsys.readouterr().out
+    for name, run in results["runs"].items():
+        assert f"| {name} |" in table and f"| {name} |" in printed
+        assert all(math.isfinite(a) for a in run["mean_test_accuracy"])
+        assert 0.0 < run["final_mean"] <= 1.0
+    width, height = _png_size(tmp_path / "accuracy_vs_iteration.png")
+    assert width > 400 and height > 300

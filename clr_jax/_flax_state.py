@@ -1,0 +1,314 @@
+"""Flax models behind one functional interface, the train state and its step.
+
+A Linen module, an NNX module and an NNX factory all become the same pair of
+pure functions (:class:`Adapter`), so the training loop and the range-test
+step are written once:
+
+* ``init(key, x) -> (params, batch_stats)``;
+* ``apply(params, batch_stats, x, train, dropout_key) -> (logits, batch_stats)``.
+
+``batch_stats`` is everything that is not a trainable parameter: the Linen
+``batch_stats`` collection, or for NNX every non-``Param`` variable
+(BatchNorm statistics and the RNG stream counters of dropout).
+
+This module and ``clr_jax.flax``/``clr_jax._flax_loop`` are the only ones
+that import flax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+from flax import nnx
+from flax.training import train_state
+
+__all__ = [
+    "Adapter",
+    "TrainState",
+    "adapt",
+    "create_train_state",
+    "get_hyperparam",
+    "set_hyperparam",
+    "train_step",
+]
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class Adapter(NamedTuple):
+    """A Flax model as pure ``init`` and ``apply`` functions."""
+
+    init: Callable[[jax.Array, jax.Array], tuple[Any, Any]]
+    apply: Callable[..., tuple[jax.Array, Any]]
+    reinitialises: bool  # False when ``init`` ignores its key (a built NNX module)
+
+
+class TrainState(train_state.TrainState):
+    """Flax ``TrainState`` plus the non-parameter variables and a dropout key.
+
+    ``apply_fn(params, batch_stats, x, train, dropout_key)`` returns
+    ``(logits, batch_stats)`` for Linen and NNX models alike; ``train=False``
+    is inference mode (running BatchNorm statistics, no dropout). Linen
+    dropout draws ``fold_in(dropout_key, step)`` each step, so a run restarted
+    from a saved state sees the same masks. NNX dropout draws from the
+    model's own RNG stream, whose counter lives in ``batch_stats``.
+    """
+
+    batch_stats: Any = None
+    dropout_key: jax.Array | None = None
+
+
+# ---------------------------------------------------------------------------
+# Model adapters
+# ---------------------------------------------------------------------------
+
+
+def _linen_mode(module: nn.Module, train: bool) -> dict[str, bool]:
+    """How to switch a Linen module between training and inference."""
+    names = inspect.signature(module.__call__).parameters
+    if "train" in names:
+        return {"train": train}
+    if "deterministic" in names:
+        return {"deterministic": not train}
+    return {}
+
+
+# The ``apply`` functions are frozen dataclasses, equal when their models are:
+# a TrainState's ``apply_fn`` is static in jit's cache key, so equal models
+# reuse the compiled epoch across ``fit`` calls instead of recompiling.
+
+
+@dataclasses.dataclass(frozen=True)
+class _LinenApply:
+    module: nn.Module
+
+    def __call__(self, params, batch_stats, x, train, dropout_key):
+        variables = {"params": params, "batch_stats": batch_stats}
+        mode = _linen_mode(self.module, train)
+        if not train:
+            return self.module.apply(variables, x, **mode), batch_stats
+        logits, updated = self.module.apply(
+            variables, x, **mode, rngs={"dropout": dropout_key}, mutable=["batch_stats"]
+        )
+        return logits, updated.get("batch_stats", batch_stats)
+
+
+def _linen_adapter(module: nn.Module) -> Adapter:
+    def init(key, x):
+        params_key, dropout_key = jax.random.split(key)
+        rngs = {"params": params_key, "dropout": dropout_key}
+        variables = module.init(rngs, x, **_linen_mode(module, False))
+        return variables["params"], variables.get("batch_stats", {})
+
+    return Adapter(init, _LinenApply(module), reinitialises=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NnxApply:
+    train_def: Any  # graph definitions, in training and in inference mode
+    eval_def: Any
+
+    def __call__(self, params, batch_stats, x, train, dropout_key):
+        del dropout_key  # NNX dropout uses the stream stored in batch_stats
+        # Fresh Variable objects at the current trace level: NNX refuses to
+        # mutate (BatchNorm statistics) variables created under another trace.
+        params, batch_stats = jax.tree.map(lambda a: a, (params, batch_stats))
+        graphdef = self.train_def if train else self.eval_def
+        instance = nnx.merge(graphdef, params, batch_stats)
+        logits = instance(x)
+        if not train:
+            return logits, batch_stats
+        return logits, nnx.split(instance, nnx.Param, ...)[2]
+
+
+def _nnx_graphdef(module: nnx.Module, train: bool) -> Any:
+    view = nnx.view(
+        module,
+        deterministic=not train,
+        use_running_average=not train,
+        raise_if_not_found=False,
+    )
+    return nnx.split(view, nnx.Param, ...)[0]
+
+
+def _build(factory: Callable[[nnx.Rngs], Any], *keys, **streams) -> nnx.Module:
+    instance = factory(nnx.Rngs(*keys, **streams))
+    if not isinstance(instance, nnx.Module):
+        raise ValueError(
+            "`model` must be a flax.linen.Module, a flax.nnx.Module or a function "
+            f"`rngs -> nnx.Module`; the function returned {type(instance).__name__}."
+        )
+    return instance
+
+
+def _nnx_adapter(model: nnx.Module | Callable[[nnx.Rngs], nnx.Module]) -> Adapter:
+    built = isinstance(model, nnx.Module)
+    template = model if built else nnx.eval_shape(lambda: _build(model, 0))
+    apply = _NnxApply(_nnx_graphdef(template, True), _nnx_graphdef(template, False))
+
+    def init(key, x):
+        del x
+        if built:
+            instance = model
+        else:
+            params_key, dropout_key = jax.random.split(key)
+            instance = _build(model, params_key, dropout=dropout_key)
+        _, params, rest = nnx.split(instance, nnx.Param, ...)
+        return params, rest
+
+    return Adapter(init, apply, reinitialises=not built)
+
+
+def adapt(model: Any) -> Adapter:
+    """The :class:`Adapter` of a Linen module, NNX module or NNX factory.
+
+    Raises:
+      ValueError: for anything else.
+    """
+    if isinstance(model, nn.Module):
+        return _linen_adapter(model)
+    nnx_class = isinstance(model, type) and issubclass(model, nnx.Module)
+    if isinstance(model, nnx.Module) or nnx_class or _is_plain_callable(model):
+        return _nnx_adapter(model)
+    raise ValueError(
+        "`model` must be a flax.linen.Module instance, a flax.nnx.Module or a "
+        f"function `rngs -> nnx.Module`; got {model!r}."
+    )
+
+
+def _is_plain_callable(model: Any) -> bool:
+    """A callable that may be an NNX factory (not a class, not an optimizer)."""
+    return callable(model) and not isinstance(
+        model, type | optax.GradientTransformation
+    )
+
+
+# ---------------------------------------------------------------------------
+# Injected hyperparameters
+# ---------------------------------------------------------------------------
+
+_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+
+
+def _is_injected(node: Any) -> bool:
+    return isinstance(node, _INJECTED)
+
+
+def _injected_states(opt_state: Any) -> list[Any]:
+    leaves = jax.tree.leaves(opt_state, is_leaf=_is_injected)
+    return [leaf for leaf in leaves if _is_injected(leaf)]
+
+
+def _owner(opt_state: Any, name: str) -> Any | None:
+    """The first injected state (in tree order) holding hyperparameter ``name``."""
+    for state in _injected_states(opt_state):
+        if name in state.hyperparams:
+            return state
+    return None
+
+
+def has_hyperparam(opt_state: Any, name: str) -> bool:
+    """Whether ``opt_state`` holds an injected hyperparameter ``name``."""
+    return _owner(opt_state, name) is not None
+
+
+def is_scheduled(opt_state: Any, name: str) -> bool:
+    """Whether injected hyperparameter ``name`` is recomputed by a schedule."""
+    owner = _owner(opt_state, name)
+    return owner is not None and name in getattr(owner, "hyperparams_states", {})
+
+
+def get_hyperparam(opt_state: Any, name: str, default: Any = None) -> Any:
+    """The value of injected hyperparameter ``name`` (the first one found)."""
+    owner = _owner(opt_state, name)
+    return default if owner is None else owner.hyperparams[name]
+
+
+def set_hyperparam(opt_state: Any, name: str, value: Any) -> Any:
+    """``opt_state`` with injected hyperparameter ``name`` set to ``value``.
+
+    The value keeps the stored dtype and shape, so a compiled step that calls
+    this never recompiles.
+    """
+    owner = _owner(opt_state, name)
+    if owner is None:
+        raise ValueError(
+            f"the optimizer state has no injected hyperparameter `{name}`; build "
+            "the optimizer with optax.inject_hyperparams or clr_jax.with_schedules."
+        )
+    old = owner.hyperparams[name]
+    new = jnp.asarray(value, old.dtype).reshape(old.shape)
+
+    def replace(node):
+        if node is owner:
+            return node._replace(hyperparams={**node.hyperparams, name: new})
+        return node
+
+    return jax.tree.map(replace, opt_state, is_leaf=_is_injected)
+
+
+# ---------------------------------------------------------------------------
+# State and step
+# ---------------------------------------------------------------------------
+
+
+def create_train_state(
+    adapter: Adapter, example_input: Any, tx: optax.GradientTransformation, key
+) -> TrainState:
+    """Initialises ``adapter``'s model and ``tx`` (traceable, so vmappable)."""
+    init_key, dropout_key = jax.random.split(key)
+    params, batch_stats = adapter.init(init_key, example_input)
+    state = TrainState.create(
+        apply_fn=adapter.apply,
+        params=params,
+        tx=tx,
+        batch_stats=batch_stats,
+        dropout_key=dropout_key,
+    )
+    # An int32 step keeps the scan carry's type fixed from the first update.
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Share of examples whose arg-max logit is the label."""
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def train_step(
+    state: TrainState, batch: tuple[Any, jax.Array], loss_fn: LossFn
+) -> tuple[TrainState, jax.Array, jax.Array]:
+    """One update in training mode: ``(new_state, loss, accuracy)``.
+
+    ``loss_fn(logits, labels)`` gives per-example losses; their mean is
+    minimised.
+    """
+    inputs, labels = batch
+    dropout_key = jax.random.fold_in(state.dropout_key, state.step)
+
+    def objective(params):
+        logits, stats = state.apply_fn(
+            params, state.batch_stats, inputs, True, dropout_key
+        )
+        return jnp.mean(loss_fn(logits, labels)), (logits, stats)
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    (loss, (logits, stats)), grads = grad_fn(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=stats)
+    return new_state, loss, accuracy(logits, labels)
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True when every float element of ``tree`` is finite."""
+    checks = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)

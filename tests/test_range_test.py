@@ -1,0 +1,577 @@
+"""The LR range test: oracle, equivalences, divergence, suggestions, I/O."""
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import clr_jax
+from clr_jax.data import batch_indices, take
+from clr_jax.range_test import _run_chunk
+
+# -- the oracle: SGD on 0.5 * L * (w - x)**2 diverges exactly when lr > 2/L ------
+
+CURVATURE = 4.0
+CRITICAL_LR = 2.0 / CURVATURE  # |1 - lr * L| > 1  <=>  lr > 2/L
+N, DIM, BATCH = 2048, 2, 32
+
+
+@functools.cache
+def quadratic_data(seed=0, offset=3.0):
+    x = offset + np.random.default_rng(seed).normal(size=(N, DIM))
+    return {"x": jnp.asarray(x, jnp.float32)}
+
+
+def quadratic_loss(params, batch, shift=0.0):
+    per_example = (
+        0.5 * CURVATURE * jnp.sum((params["w"][None, :] - batch["x"]) ** 2, -1)
+    )
+    return jnp.mean(per_example) + shift
+
+
+def close_to_mean(params, batch):
+    """A bounded 'accuracy': share of examples within 1 of the parameters."""
+    dist = jnp.sqrt(jnp.sum((params["w"][None, :] - batch["x"]) ** 2, -1))
+    return jnp.mean(dist < 1.5)
+
+
+W0 = {"w": jnp.zeros(DIM)}
+ORACLE = dict(batch_size=BATCH, start_lr=1e-3, end_lr=10.0, num_steps=300)
+
+
+@functools.cache
+def oracle_result():
+    return clr_jax.range_test(
+        quadratic_loss, W0, quadratic_data(), progress=False, **ORACLE
+    )
+
+
+def test_oracle_divergence_lr_is_just_past_two_over_curvature():
+    res = oracle_result()
+    assert res.diverged_step is not None
+    diverged_lr = float(res.lrs[res.diverged_step])
+    assert CRITICAL_LR <= diverged_lr <= 1.6 * CRITICAL_LR
+    before = res.lrs <= CRITICAL_LR
+    assert np.all(np.isfinite(res.losses[before]))
+    assert np.all(np.isnan(res.losses[res.diverged_step + 1 :]))
+
+
+def test_oracle_suggestions_and_bounds_are_below_the_critical_lr():
+    res = oracle_result()
+    suggestions = res.suggestions()
+    assert all(0.0 < lr < CRITICAL_LR for lr in suggestions.values()), suggestions
+    base_lr, max_lr = res.bounds()
+    assert 0.0 < base_lr < max_lr < CRITICAL_LR
+    report = res.bounds_report()
+    assert report.source == "loss" and "base_lr" in report.reason
+    sched = res.to_schedule("triangular", step_size=10)
+    np.testing.assert_allclose([sched(0), sched(10)], [base_lr, max_lr], rtol=1e-6)
+
+
+def test_state_is_frozen_at_the_last_finite_state():
+    res = oracle_result()
+    w = res.final_state.params["w"]
+    assert np.all(np.isfinite(w))
+    # The frozen parameters are those the diverging step was measured at.
+    idx = batch_indices(jax.random.key(0), N, BATCH, 300)[res.diverged_step]
+    loss = quadratic_loss({"w": w}, take(quadratic_data(), idx))
+    np.testing.assert_allclose(loss, res.losses[res.diverged_step], rtol=1e-5)
+
+
+# -- equivalences ------------------------------------------------------------
+
+
+def test_scan_equals_a_python_loop_step_by_step():
+    data, steps, beta = quadratic_data(1), 60, 0.9
+    res = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        data,
+        batch_size=BATCH,
+        optimizer=functools.partial(optax.sgd, momentum=0.9),
+        start_lr=1e-3,
+        end_lr=1.0,
+        num_steps=steps,
+        beta=beta,
+        key=jax.random.key(7),
+        progress=False,
+    )
+    idx = batch_indices(jax.random.key(7), N, BATCH, steps)
+    lrs = clr_jax.lr_sweep(1e-3, 1.0, steps)(jnp.arange(steps))
+
+    @jax.jit
+    def reference_step(params, opt_state, batch, lr):
+        loss, grads = jax.value_and_grad(quadratic_loss)(params, batch)
+        updates, opt_state = optax.sgd(lr, momentum=0.9).update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    params, opt_state = W0, optax.sgd(0.0, momentum=0.9).init(W0)
+    ema, best, losses, smoothed, diverged = 0.0, np.inf, [], [], None
+    for t in range(steps):
+        batch = take(data, idx[t])
+        params, opt_state, loss = reference_step(params, opt_state, batch, lrs[t])
+        ema = beta * ema + (1 - beta) * float(loss)
+        losses.append(float(loss))
+        smoothed.append(ema / (1 - beta ** (t + 1)))
+        best = min(best, smoothed[-1])
+        if smoothed[-1] - best > 3.0 * abs(best):
+            diverged = t
+            break
+    n = len(losses)
+    np.testing.assert_allclose(res.lrs, lrs, rtol=1e-6)
+    np.testing.assert_allclose(res.losses[:n], losses, rtol=2e-5)
+    np.testing.assert_allclose(res.smoothed_losses[:n], smoothed, rtol=2e-5)
+    assert res.diverged_step == diverged
+
+
+def test_vmapped_seeds_equal_single_sweeps():
+    keys = jax.random.split(jax.random.key(3), 3)
+    kw = ORACLE
+    many = clr_jax.range_test(
+        quadratic_loss, W0, quadratic_data(), key=keys, progress=False, **kw
+    )
+    assert many.num_sweeps == 3 and many.losses.shape == (3, 300)
+    for k in range(3):
+        one = clr_jax.range_test(
+            quadratic_loss, W0, quadratic_data(), key=keys[k], progress=False, **kw
+        )
+        np.testing.assert_allclose(many.sweep(k).losses, one.losses, rtol=1e-5)
+        assert many.diverged_step[k] == one.diverged_step
+    assert len(set(many.diverged_step)) >= 1
+    assert many.suggest("valley").shape == (3,)
+
+
+def test_vmapped_weight_decays_equal_single_sweeps():
+    decays = [0.0, 0.5]
+    kw = dict(ORACLE, start_lr=1e-4)
+    many = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        optimizer=optax.adamw,
+        hyperparams={"weight_decay": decays},
+        progress=False,
+        **kw,
+    )
+    for k, wd in enumerate(decays):
+        one = clr_jax.range_test(
+            quadratic_loss,
+            W0,
+            quadratic_data(),
+            optimizer=functools.partial(optax.adamw, weight_decay=wd),
+            progress=False,
+            **kw,
+        )
+        np.testing.assert_allclose(many.sweep(k).losses, one.losses, rtol=1e-5)
+    assert not np.allclose(many.losses[0], many.losses[1], equal_nan=True)
+    wd = many.final_state.opt_state.hyperparams["weight_decay"]
+    np.testing.assert_allclose(wd, decays)
+
+
+MESH_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh
+    import clr_jax
+    assert len(jax.devices()) == 4, jax.devices()
+
+    def loss_fn(params, batch):
+        h = jnp.tanh(batch["x"] @ params["w1"])
+        return jnp.mean((h @ params["w2"] - batch["y"]) ** 2)
+
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    params = {"w1": 0.3 * jax.random.normal(k1, (8, 16)),
+              "w2": 0.3 * jax.random.normal(k2, (16,))}
+    x = jax.random.normal(k3, (512, 8))
+    data = {"x": x, "y": jnp.sin(x.sum(-1))}
+    kw = dict(batch_size=64, start_lr=1e-3, end_lr=100.0, num_steps=80,
+              progress=False)
+    single = clr_jax.range_test(loss_fn, params, data, **kw)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    sharded = clr_jax.range_test(loss_fn, params, data, mesh=mesh, **kw)
+    stop = single.diverged_step or 80
+    np.testing.assert_allclose(sharded.losses[:stop], single.losses[:stop],
+                               rtol=1e-4, atol=1e-6)
+    assert sharded.diverged_step == single.diverged_step
+    assert len(sharded.final_state.params["w1"].sharding.device_set) == 4
+    idx = np.asarray(clr_jax.data.batch_indices(jax.random.key(0), 512, 64, 80))
+    host = ({"x": np.asarray(x)[i], "y": np.asarray(data["y"])[i]} for i in idx)
+    fed = clr_jax.range_test(loss_fn, params, host, mesh=mesh,
+                             **dict(kw, chunk_size=30))
+    np.testing.assert_allclose(fed.losses[:stop], single.losses[:stop],
+                               rtol=1e-4, atol=1e-6)
+    try:
+        clr_jax.range_test(loss_fn, params, data, mesh=mesh,
+                           **dict(kw, batch_size=66))
+    except ValueError as err:
+        assert "batch_size" in str(err)
+    else:
+        raise AssertionError("batch_size 66 over 4 devices must fail")
+    print("MESH-OK", single.diverged_step)
+    """
+)
+
+
+def test_mesh_curve_equals_single_device_curve():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", MESH_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MESH-OK" in proc.stdout
+
+
+# -- divergence ----------------------------------------------------------------
+
+
+def test_nan_loss_diverges_and_freezes_finite_params():
+    def loss_fn(params, batch):  # NaN once w crosses 1
+        return quadratic_loss(params, batch) + jnp.sum(jnp.sqrt(1.0 - params["w"]))
+
+    res = clr_jax.range_test(
+        loss_fn, W0, quadratic_data(), progress=False, diverge_threshold=None, **ORACLE
+    )
+    t = res.diverged_step
+    assert t is not None and not np.isfinite(res.losses[t])
+    assert np.all(np.isfinite(res.losses[:t]))
+    assert np.all(np.isnan(res.losses[t + 1 :]))
+    assert np.all(np.isnan(res.smoothed_losses[t + 1 :]))
+    assert np.all(np.isfinite(res.final_state.params["w"]))
+
+
+def test_non_finite_update_diverges_and_keeps_the_previous_state():
+    def step(w, batch, lr):  # finite loss, but the update overflows at lr > 1
+        loss = jnp.mean(batch) + lr
+        return jnp.where(lr > 1.0, jnp.inf, w + 1.0), loss
+
+    res = clr_jax.range_test_with_step(
+        step,
+        jnp.float32(0.0),
+        jnp.ones((30, 4)),
+        batched=True,
+        start_lr=1e-2,
+        end_lr=10.0,
+        num_steps=30,
+        diverge_threshold=None,
+        progress=False,
+    )
+    t = res.diverged_step
+    assert float(res.lrs[t]) > 1.0 >= float(res.lrs[t - 1])
+    assert np.isfinite(res.losses[t])  # the loss was fine; the update was not
+    assert float(res.final_state) == t  # t updates applied, the t-th dropped
+
+
+def test_negative_losses_diverge_past_the_critical_lr_only():
+    shifted = functools.partial(quadratic_loss, shift=-10.0)
+    res = clr_jax.range_test(shifted, W0, quadratic_data(), progress=False, **ORACLE)
+    assert np.nanmin(res.losses) < 0
+    assert res.diverged_step is not None
+    assert float(res.lrs[res.diverged_step]) >= CRITICAL_LR
+    # Suggestions do not depend on a constant shift of the loss.
+    np.testing.assert_allclose(
+        res.suggest("valley"), oracle_result().suggest("valley"), rtol=0.07
+    )
+    assert 0 < res.bounds()[1] < CRITICAL_LR
+
+
+def test_without_threshold_only_non_finite_losses_stop_the_sweep():
+    res = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        progress=False,
+        diverge_threshold=None,
+        **ORACLE,
+    )
+    t = res.diverged_step
+    assert t is None or t > oracle_result().diverged_step
+    assert t is None or not np.isfinite(res.losses[t])
+
+
+def test_a_curve_that_never_descends_warns():
+    def step(w, batch, lr):
+        return w, 1.0 + lr + 0.0 * jnp.sum(batch)
+
+    res = clr_jax.range_test_with_step(
+        step,
+        jnp.float32(0.0),
+        jnp.ones((50, 4)),
+        batched=True,
+        start_lr=1e-3,
+        end_lr=1.0,
+        num_steps=50,
+        progress=False,
+    )
+    with pytest.warns(clr_jax.RangeTestWarning, match="no clear descent"):
+        assert np.isnan(res.suggest("valley"))
+    with pytest.warns(clr_jax.RangeTestWarning, match="no clear descent"):
+        assert all(np.isnan(res.bounds()))
+    with (
+        pytest.warns(clr_jax.RangeTestWarning),
+        pytest.raises(ValueError, match="clear descent"),
+    ):
+        res.to_schedule(step_size=100)
+
+
+# -- metric, caching, purity ------------------------------------------------------
+
+
+def test_metric_is_recorded_and_drives_the_bounds():
+    res = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        metric_fn=close_to_mean,
+        progress=False,
+        **ORACLE,
+    )
+    assert res.metrics.shape == res.losses.shape
+    stop = res.diverged_step
+    assert np.all((res.metrics[:stop] >= 0) & (res.metrics[:stop] <= 1))
+    report = res.bounds_report()
+    assert report.source == "metric"
+    assert 0 < report.base_lr < report.max_lr < CRITICAL_LR
+    assert res.bounds(use_metric=False) == oracle_result().bounds()
+
+
+def test_repeated_calls_do_not_recompile():
+    traces = []
+
+    def loss_fn(params, batch):
+        traces.append(1)
+        return quadratic_loss(params, batch)
+
+    def run(**kw):
+        sgd = functools.partial(optax.sgd, momentum=0.5)  # a new partial each call
+        args = dict(ORACLE, optimizer=sgd, progress=False)
+        return clr_jax.range_test(loss_fn, W0, quadratic_data(), **(args | kw))
+
+    run()
+    first = len(traces)
+    cache = _run_chunk._cache_size()
+    run(start_lr=1e-4, end_lr=3.0, key=jax.random.key(5), beta=0.9)
+    run(diverge_threshold=8.0)
+    assert len(traces) == first
+    assert _run_chunk._cache_size() == cache
+    # A chunked sweep (what a progress bar uses) is one compiled function.
+    run(chunk_size=70)
+    assert _run_chunk._cache_size() == cache + 1
+
+
+def test_progress_bar_gives_the_same_curve():
+    plain = oracle_result()
+    with_bar = clr_jax.range_test(
+        quadratic_loss, W0, quadratic_data(), progress=True, **ORACLE
+    )
+    np.testing.assert_array_equal(plain.losses, with_bar.losses)
+
+
+def test_callers_params_are_untouched():
+    params = {"w": jnp.array([0.5, -0.5])}
+    before = np.array(params["w"])
+    res = clr_jax.range_test(
+        quadratic_loss, params, quadratic_data(), progress=False, **ORACLE
+    )
+    assert not params["w"].is_deleted()
+    np.testing.assert_array_equal(params["w"], before)
+    assert not np.array_equal(res.final_state.params["w"], before)
+
+
+def test_has_aux_losses():
+    def loss_with_aux(params, batch):
+        return quadratic_loss(params, batch), {"note": jnp.ones(3)}
+
+    res = clr_jax.range_test(
+        loss_with_aux, W0, quadratic_data(), has_aux=True, progress=False, **ORACLE
+    )
+    np.testing.assert_array_equal(res.losses, oracle_result().losses)
+
+
+# -- data forms -------------------------------------------------------------------
+
+
+def test_pre_batched_and_iterator_data_match_sampled_data():
+    steps = 50
+    kw = dict(start_lr=1e-3, end_lr=10.0, num_steps=steps, progress=False)
+    sampled = clr_jax.range_test(
+        quadratic_loss, W0, quadratic_data(), batch_size=BATCH, **kw
+    )
+    idx = batch_indices(jax.random.key(0), N, BATCH, steps)
+    batches = take(quadratic_data(), idx)  # leaf shape [steps, batch, dim]
+    pre = clr_jax.range_test(quadratic_loss, W0, batches, batched=True, **kw)
+    np.testing.assert_allclose(pre.losses, sampled.losses, rtol=1e-5)
+
+    pulled = []
+
+    def host_batches():
+        for t in range(10 * steps):
+            pulled.append(t)
+            yield {"x": np.asarray(batches["x"][min(t, steps - 1)])}
+
+    it = clr_jax.range_test(quadratic_loss, W0, host_batches(), chunk_size=7, **kw)
+    np.testing.assert_allclose(it.losses, sampled.losses, rtol=1e-5)
+    assert len(pulled) <= steps  # never more than the sweep needs
+
+
+def test_iterator_stops_early_after_divergence():
+    pulled = []
+
+    def host_batches():
+        data = np.asarray(quadratic_data()["x"])
+        for t in range(10**6):
+            pulled.append(t)
+            yield {"x": data[(t * BATCH) % N : (t * BATCH) % N + BATCH]}
+
+    res = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        host_batches(),
+        chunk_size=10,
+        progress=False,
+        start_lr=1e-3,
+        end_lr=100.0,
+        num_steps=300,
+    )
+    assert res.diverged_step is not None
+    assert len(pulled) <= res.diverged_step + 2 * 10 + 10
+
+
+def test_exhausted_iterator_raises():
+    batches = ({"x": np.ones((4, DIM), np.float32)} for _ in range(5))
+    with pytest.raises(ValueError, match="`data` iterator ran out"):
+        clr_jax.range_test(
+            quadratic_loss, W0, batches, num_steps=20, chunk_size=4, progress=False
+        )
+
+
+# -- argument checks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        (dict(batch_size=N + 1), "batch_size"),
+        (dict(batch_size=None), "batch_size"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(num_steps=1), "num_steps"),
+        (dict(start_lr=1.0, end_lr=1.0), "end_lr"),
+        (dict(start_lr=0.0), "start_lr"),
+        (dict(mode="cubic"), "mode"),
+        (dict(beta=1.0), "beta"),
+        (dict(beta=-0.1), "beta"),
+        (dict(diverge_threshold=1.0), "diverge_threshold"),
+        (dict(chunk_size=500), "chunk_size"),
+        (dict(key=jax.random.split(jax.random.key(0), (2, 2))), "key"),
+        (dict(hyperparams={"weight_decay": [0.1, 0.2], "b1": [0.9]}), "hyperparams"),
+        (dict(hyperparams={"learning_rate": [0.1]}), "hyperparams"),
+        (
+            dict(
+                hyperparams={"weight_decay": [0.1, 0.2]},
+                key=jax.random.split(jax.random.key(0), 3),
+            ),
+            "key",
+        ),
+        (dict(batched=True, num_steps=N + 1), "num_steps"),
+        (dict(optimizer=None), "optimizer"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    args = dict(batch_size=BATCH, num_steps=20, progress=False) | kwargs
+    if args.get("hyperparams"):
+        args["optimizer"] = optax.adamw
+    with pytest.raises(ValueError, match=f"`{name}"):
+        clr_jax.range_test(quadratic_loss, W0, quadratic_data(), **args)
+
+
+def test_step_fn_must_return_scalars():
+    def step(w, batch, lr):
+        return w, batch  # a vector "loss"
+
+    with pytest.raises(ValueError, match="scalar loss"):
+        clr_jax.range_test_with_step(
+            step, jnp.float32(0.0), jnp.ones((100, 2)), batched=True, progress=False
+        )
+
+
+# -- export and plots -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_export_round_trip(tmp_path, fmt):
+    one = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        metric_fn=close_to_mean,
+        progress=False,
+        **ORACLE,
+    )
+    many = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        progress=False,
+        key=jax.random.split(jax.random.key(0), 2),
+        **ORACLE,
+    )
+    for res in (one, many):
+        path = tmp_path / f"curve.{fmt}"
+        getattr(res, f"save_{fmt}")(path)
+        back = getattr(clr_jax.RangeTestResult, f"load_{fmt}")(path)
+        for field in (
+            "lrs",
+            "losses",
+            "smoothed_losses",
+            "metrics",
+            "smoothed_metrics",
+        ):
+            mine, theirs = getattr(res, field), getattr(back, field)
+            assert (mine is None) == (theirs is None), field
+            if mine is not None:
+                np.testing.assert_array_equal(np.asarray(mine, np.float64), theirs)
+        assert back.diverged_step == res.diverged_step
+        for method, lr in res.suggestions().items():
+            np.testing.assert_array_equal(back.suggest(method), lr)
+
+
+def test_plots_write_pngs(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    one = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        metric_fn=close_to_mean,
+        progress=False,
+        **ORACLE,
+    )
+    fig = one.plot(path=tmp_path / "one.png", title="oracle")
+    assert len(fig.axes) == 2
+    many = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        optimizer=optax.adamw,
+        hyperparams={"weight_decay": [0.0, 0.1, 1.0]},
+        progress=False,
+        **ORACLE,
+    )
+    many.plot(path=tmp_path / "band.png", band="std")
+    many.plot(path=tmp_path / "lines.png", labels=["wd=0", "wd=0.1", "wd=1"])
+    for name in ("one", "band", "lines"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    plt.close("all")
