@@ -7,7 +7,7 @@ Subcommands:
   plot, the curve (JSON, CSV) and the bounds (JSON).
 * ``clr-jax compare``: Smith's Table 1 and Figure 1 on digits. A fixed-rate
   baseline (the best of a small grid inside the range test's bounds) against
-  every policy of :data:`POLICIES`, each over several seeds run as one
+  every policy of :data:`clr_jax.compare.POLICIES`, each over several seeds run as one
   vmapped training; writes ``results.md``, ``results.json`` and
   ``accuracy_vs_iteration.png``.
 * ``clr-jax demo``: the short story: range test, bounds, a fixed rate
@@ -20,642 +20,42 @@ so importing this module costs no more than ``import clr_jax``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 import clr_jax
+from clr_jax.compare import (
+    BASELINE,
+    POLICIES,
+    Setup,
+    format_markdown,
+    format_table,
+    half_cycle,
+    make_setup,
+    pct,
+    plot_comparison,
+    policy_context,
+    range_test_summary,
+    run_comparison,
+    run_range_test,
+    say,
+    setup_record,
+    write_json,
+    write_range_test,
+)
 
-__all__ = [
-    "POLICIES",
-    "PolicyContext",
-    "PolicySpec",
-    "build_parser",
-    "format_markdown",
-    "format_table",
-    "iterations_to_reach",
-    "main",
-    "run_comparison",
-]
-
-# Two seed-mean accuracies closer than this are equal: far below one test
-# example (1/450), far above float32 rounding of the per-seed accuracies.
-_SAME_ACCURACY = 1e-6
-# exp_range: the amplitude decays to this fraction by the end of training
-# (Smith's CIFAR-10 run, gamma = 0.99994 over 70k iterations, ends near 1.5%).
-_EXP_RANGE_FINAL_AMPLITUDE = 0.01
-_BASELINE = "fixed"
 # The keys of _digits_models.MODELS and OPTIMIZERS, here so that parsing the
 # arguments (and --help) needs no flax.
 _MODEL_NAMES = ("mlp", "cnn")
 _OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
 
-
-# ---------------------------------------------------------------------------
-# The policy registry: name -> how to build its schedule
-# ---------------------------------------------------------------------------
-
-
-class PolicyContext(NamedTuple):
-    """What a policy is built from.
-
-    Attributes:
-      base_lr, max_lr: the range test's bounds (``RangeTestResult.bounds``).
-      step_size: the half-cycle in updates, from :func:`clr_jax.step_size_for`
-        (Smith: 2 to 10 epochs).
-      total_steps: the updates of the whole training run.
-    """
-
-    base_lr: float
-    max_lr: float
-    step_size: int
-    total_steps: int
-
-
-class PolicySpec(NamedTuple):
-    """How :func:`clr_jax.flax.fit` trains one policy.
-
-    Attributes:
-      learning_rate: a number or an ``optax.Schedule``.
-      description: the schedule in a few words, for the report.
-      snapshot_every: the cycle length, to take snapshots at the rate's
-        minima for a snapshot ensemble; ``None`` for no ensemble.
-      lr_policy: ``fit``'s per-epoch hook (adaptive rules); ``learning_rate``
-        is then the initial number.
-    """
-
-    learning_rate: Any
-    description: str
-    snapshot_every: int | None = None
-    lr_policy: Callable | None = None
-
-
-def _bounds_text(c: PolicyContext) -> str:
-    return f"{c.base_lr:.3g} to {c.max_lr:.3g}"
-
-
-def _cyclic(factory: Callable, label: str, **kwargs) -> Callable:
-    """A constant-cycle policy between the bounds, snapshotted at each minimum."""
-
-    def build(c: PolicyContext) -> PolicySpec:
-        schedule = factory(c.base_lr, c.max_lr, c.step_size, **kwargs)
-        text = f"{label} {_bounds_text(c)}, step {c.step_size}"
-        return PolicySpec(schedule, text, snapshot_every=2 * c.step_size)
-
-    return build
-
-
-def _exp_range(c: PolicyContext) -> PolicySpec:
-    gamma = _EXP_RANGE_FINAL_AMPLITUDE ** (1.0 / c.total_steps)
-    schedule = clr_jax.exp_range(c.base_lr, c.max_lr, c.step_size, gamma)
-    text = f"exp_range {_bounds_text(c)}, step {c.step_size}, gamma {gamma:.6f}"
-    return PolicySpec(schedule, text, snapshot_every=2 * c.step_size)
-
-
-def _one_cycle(c: PolicyContext) -> PolicySpec:
-    # Smith's 1cycle starts at the lower bound: div_factor = max / base.
-    schedule = clr_jax.one_cycle(
-        c.max_lr, c.total_steps, div_factor=c.max_lr / c.base_lr
-    )
-    return PolicySpec(schedule, f"1cycle {_bounds_text(c)}, {c.total_steps} steps")
-
-
-def _cosine_restarts(c: PolicyContext) -> PolicySpec:
-    cycle = 2 * c.step_size  # the same cycle length as the triangular family
-    schedule = clr_jax.cosine_restarts(c.max_lr, cycle, min_lr=c.base_lr)
-    text = f"SGDR {c.max_lr:.3g} to {c.base_lr:.3g}, cycle {cycle}"
-    return PolicySpec(schedule, text, snapshot_every=cycle)
-
-
-POLICIES: dict[str, Callable[[PolicyContext], PolicySpec]] = {
-    "triangular": _cyclic(clr_jax.triangular, "triangular"),
-    "triangular2": _cyclic(clr_jax.triangular2, "triangular2"),
-    "exp_range": _exp_range,
-    "one_cycle": _one_cycle,
-    "cosine_restarts": _cosine_restarts,
-    "welch": _cyclic(clr_jax.triangular, "Welch window", window="welch"),
-    "hann": _cyclic(clr_jax.triangular, "Hann window", window="hann"),
-}
-"""Every policy ``clr-jax compare`` runs: name -> ``PolicyContext -> PolicySpec``.
-
-Adding a policy is one entry; an adaptive one returns a ``PolicySpec`` with an
-``lr_policy`` (see :func:`clr_jax.flax.fit`).
-"""
-
-
-# ---------------------------------------------------------------------------
-# One experiment: the setup, the range test, training and its summary
-# ---------------------------------------------------------------------------
-
-
-class Setup(NamedTuple):
-    """What every run of one comparison shares."""
-
-    model: str
-    optimizer: str
-    data: Any  # clr_jax.data.Dataset
-    batch_size: int
-    epochs: int
-    seeds: int
-    seed: int
-    progress: bool
-
-    @property
-    def steps_per_epoch(self) -> int:
-        # fit drops the last partial batch of every epoch.
-        return len(self.data.y_train) // self.batch_size
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
-
-
-def _make_setup(args: argparse.Namespace) -> Setup:
-    from clr_jax._digits_models import load_digits_for
-
-    data = load_digits_for(args.model)
-    if args.batch_size > len(data.y_train):
-        raise ValueError(
-            f"`--batch-size` must be <= the {len(data.y_train)} training examples; "
-            f"got {args.batch_size}."
-        )
-    return Setup(
-        args.model,
-        args.optimizer,
-        data,
-        args.batch_size,
-        getattr(args, "epochs", 1),
-        getattr(args, "seeds", 1),
-        args.seed,
-        not args.no_progress,
-    )
-
-
-def _run_range_test(setup: Setup, args: argparse.Namespace):
-    from clr_jax._digits_models import digits_range_test
-
-    return digits_range_test(
-        setup.model,
-        setup.optimizer,
-        setup.data,
-        start_lr=args.start_lr,
-        end_lr=args.end_lr,
-        num_steps=args.steps,
-        batch_size=setup.batch_size,
-        seed=setup.seed,
-        progress=setup.progress,
-    )
-
-
-def _range_test_summary(result, args: argparse.Namespace) -> dict[str, Any]:
-    """Suggestions, bounds and their reasoning, and any warnings, as plain data."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", clr_jax.RangeTestWarning)
-        suggestions = result.suggestions()
-        report = result.bounds_report()
-    step = result.diverged_step
-    return {
-        "start_lr": args.start_lr,
-        "end_lr": args.end_lr,
-        "num_steps": args.steps,
-        "diverged_step": step,
-        "diverged_lr": None if step is None else float(result.lrs[step]),
-        "suggestions": {k: _finite_or_none(v) for k, v in suggestions.items()},
-        "bounds": [_finite_or_none(report.base_lr), _finite_or_none(report.max_lr)],
-        "bounds_source": report.source,
-        "bounds_reason": report.reason,
-        "notes": sorted({str(w.message) for w in caught}),
-    }
-
-
-def _finite_or_none(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _write_range_test(result, summary: dict, out: Path, *, title: str) -> list[Path]:
-    """The range test's plot, curve (JSON, CSV) and bounds (JSON) in ``out``."""
-    plt = _pyplot()
-    paths = [out / f"range_test.{ext}" for ext in ("png", "json", "csv")]
-    paths.append(out / "range_test_bounds.json")
-    with warnings.catch_warnings():  # the summary already reported them
-        warnings.simplefilter("ignore", clr_jax.RangeTestWarning)
-        plt.close(result.plot(path=str(paths[0]), title=title))
-    result.save_json(paths[1])
-    result.save_csv(paths[2])
-    _write_json(paths[3], summary)
-    return paths
-
-
-def _require_bounds(summary: dict) -> tuple[float, float]:
-    base_lr, max_lr = summary["bounds"]
-    if base_lr is None or max_lr is None:
-        raise ValueError(
-            "the range test must show a clear improvement to give bounds; got "
-            f"none ({summary['bounds_reason']}). Widen --start-lr/--end-lr or "
-            "raise --steps."
-        )
-    return base_lr, max_lr
-
-
-def _train(setup: Setup, spec: PolicySpec):
-    """``fit`` of one policy over ``setup.seeds`` seeds (one vmapped program).
-
-    Every policy uses the same key, hence the same initial weights and batch
-    order for seed ``i``: the comparison is paired.
-    """
-    import jax
-
-    from clr_jax import flax as clr_flax
-    from clr_jax._digits_models import MODELS, OPTIMIZERS
-
-    optimizer = OPTIMIZERS[setup.optimizer]
-    return clr_flax.fit(
-        MODELS[setup.model][0](),
-        setup.data,
-        epochs=setup.epochs,
-        batch_size=setup.batch_size,
-        key=jax.random.key(setup.seed),
-        optimizer=optimizer.factory,
-        learning_rate=spec.learning_rate,
-        seeds=setup.seeds,
-        snapshot_every=spec.snapshot_every,
-        lr_policy=spec.lr_policy,
-        progress=setup.progress,
-        **optimizer.hyperparams,
-    )
-
-
-def _seed_std(a: np.ndarray) -> np.ndarray:
-    """Standard deviation over seeds (axis 0, ddof=1); zero for one seed."""
-    if a.shape[0] < 2:
-        return np.zeros(a.shape[1:])
-    return np.std(a, axis=0, ddof=1)
-
-
-def _summarise_run(spec: PolicySpec, fit_result) -> dict[str, Any]:
-    """The per-seed and seed-mean test accuracies of one ``fit``, JSON-ready."""
-    history = fit_result.history
-    accuracy = np.asarray(history.test_accuracy, np.float64)  # [seeds, epochs]
-    run = {
-        "schedule": spec.description,
-        "test_accuracy_per_seed": accuracy.tolist(),
-        "mean_test_accuracy": accuracy.mean(axis=0).tolist(),
-        "std_test_accuracy": _seed_std(accuracy).tolist(),
-        "final_mean": float(accuracy[:, -1].mean()),
-        "final_std": float(_seed_std(accuracy[:, -1:])[0]),
-        "halted_seeds": int(np.sum(np.asarray(history.nonfinite_step) >= 0)),
-        "ensemble_per_seed": None,
-        "ensemble_mean": None,
-        "ensemble_std": None,
-    }
-    if fit_result.snapshots is not None:
-        ensemble = np.asarray(fit_result.snapshots.ensemble_accuracy, np.float64)
-        run["ensemble_per_seed"] = ensemble.tolist()
-        run["ensemble_mean"] = float(ensemble.mean())
-        run["ensemble_std"] = float(_seed_std(ensemble[:, None])[0])
-    return run
-
-
-def iterations_to_reach(
-    mean_accuracy: Sequence[float], target: float, steps_per_epoch: int
-) -> int | None:
-    """Smith's Table 1 metric: the iterations needed to reach ``target``.
-
-    The first iteration, among the ends of epochs (``(e + 1) *
-    steps_per_epoch`` for epoch ``e``, counted from 0), at which the
-    seed-mean test accuracy is ``>= target``.
-
-    Args:
-      mean_accuracy: seed-mean test accuracy after each epoch.
-      target: the accuracy to reach (the baseline's final seed-mean one).
-      steps_per_epoch: updates per epoch.
-
-    Returns:
-      The iteration, or ``None`` when ``target`` is never reached.
-
-    Examples:
-      >>> iterations_to_reach([0.5, 0.9, 0.95, 0.94], 0.94, steps_per_epoch=10)
-      30
-      >>> iterations_to_reach([0.5, 0.9], 0.95, steps_per_epoch=10) is None
-      True
-    """
-    hits = np.flatnonzero(np.asarray(mean_accuracy) >= target - _SAME_ACCURACY)
-    return None if hits.size == 0 else int(hits[0] + 1) * steps_per_epoch
-
-
-def _score_runs(runs: dict[str, dict], target: float, steps_per_epoch: int) -> None:
-    """Adds the iterations to ``target`` and the speed-up to every run."""
-    base_iters = iterations_to_reach(
-        runs[_BASELINE]["mean_test_accuracy"], target, steps_per_epoch
-    )
-    for run in runs.values():
-        iters = iterations_to_reach(run["mean_test_accuracy"], target, steps_per_epoch)
-        run["iterations_to_target"] = iters
-        run["speedup"] = None if iters is None else base_iters / iters
-        per_seed = [
-            iterations_to_reach(acc, target, steps_per_epoch)
-            for acc in run["test_accuracy_per_seed"]
-        ]
-        run["seeds_reaching_target"] = sum(i is not None for i in per_seed)
-
-
-# ---------------------------------------------------------------------------
-# The comparison
-# ---------------------------------------------------------------------------
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def _run_baseline_grid(setup: Setup, grid: Sequence[float], step: Callable):
-    """Trains each fixed rate of ``grid`` and picks the best final accuracy.
-
-    Args:
-      setup: the shared settings.
-      grid: the fixed rates.
-      step: reports the start of each training.
-
-    Returns:
-      ``(best_lr, its PolicySpec, its FitResult, one summary row per rate)``.
-    """
-    best = None
-    table = []
-    for lr in grid:
-        spec = PolicySpec(float(lr), f"fixed {lr:.3g}")
-        step(f"fixed learning rate {lr:.4g}")
-        fit_result = _train(setup, spec)
-        final = np.asarray(fit_result.history.test_accuracy, np.float64)[:, -1]
-        table.append(
-            {
-                "learning_rate": float(lr),
-                "final_mean": float(final.mean()),
-                "final_std": float(_seed_std(final[:, None])[0]),
-            }
-        )
-        if best is None or final.mean() > best[0]:
-            best = (final.mean(), float(lr), spec, fit_result)
-    return best[1], best[2], best[3], table
-
-
-def run_comparison(
-    setup: Setup,
-    context: PolicyContext,
-    grid: Sequence[float],
-    policy_names: Sequence[str],
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Trains the fixed-rate grid and every named policy; scores them.
-
-    The baseline is the grid's rate with the best final seed-mean test
-    accuracy (the choice a user makes from a few runs). Every run then gets
-    the iterations it needs to reach the baseline's final seed-mean test
-    accuracy (:func:`iterations_to_reach`) and its speed-up over the
-    baseline.
-
-    Args:
-      setup: the shared model, optimizer, data, epochs and seeds.
-      context: the bounds, step size and run length policies are built from.
-      grid: the fixed rates to try for the baseline.
-      policy_names: keys of :data:`POLICIES`.
-
-    Returns:
-      ``(results, learning_rates)``: the JSON-ready results (``runs`` keyed
-      by name, the baseline first as ``'fixed'``) and, per run, the rate of
-      every update of the first seed.
-    """
-    total = len(grid) + len(policy_names)
-    counter = iter(range(1, total + 1))
-
-    def step(what: str) -> None:
-        _say(f"  [{next(counter)}/{total}] {what}")
-
-    base_lr, spec, fit_result, grid_table = _run_baseline_grid(setup, grid, step)
-    if len(grid) > 1:
-        spec = spec._replace(description=f"fixed {base_lr:.3g}, best of {len(grid)}")
-    runs = {_BASELINE: _summarise_run(spec, fit_result)}
-    lrs = {_BASELINE: np.asarray(fit_result.history.learning_rate)[0]}
-    for name in policy_names:
-        spec = POLICIES[name](context)
-        step(f"{name}: {spec.description}")
-        fit_result = _train(setup, spec)
-        runs[name] = _summarise_run(spec, fit_result)
-        lrs[name] = np.asarray(fit_result.history.learning_rate)[0]
-    target = runs[_BASELINE]["final_mean"]
-    _score_runs(runs, target, setup.steps_per_epoch)
-    results = {
-        "target_accuracy": target,
-        "iterations": [(e + 1) * setup.steps_per_epoch for e in range(setup.epochs)],
-        "baseline": {"grid": grid_table, "chosen_lr": base_lr},
-        "runs": runs,
-    }
-    return results, lrs
-
-
-def _setup_record(setup: Setup, context: PolicyContext, args) -> dict[str, Any]:
-    import jax
-
-    from clr_jax._digits_models import MODELS, OPTIMIZERS
-
-    return {
-        "dataset": "scikit-learn digits 8x8, stratified 75/25 split (seed 0)",
-        "n_train": len(setup.data.y_train),
-        "n_test": len(setup.data.y_test),
-        "model": f"{setup.model} ({MODELS[setup.model][1]})",
-        "optimizer": f"{setup.optimizer} ({OPTIMIZERS[setup.optimizer].label})",
-        "batch_size": setup.batch_size,
-        "epochs": setup.epochs,
-        "steps_per_epoch": setup.steps_per_epoch,
-        "total_steps": setup.total_steps,
-        "seeds": setup.seeds,
-        "seed": setup.seed,
-        "half_cycle_epochs": args.half_cycle_epochs,
-        "step_size": context.step_size,
-        "bounds": [context.base_lr, context.max_lr],
-        "machine": (
-            f"{platform.machine()} {platform.processor() or ''}".strip()
-            + f", {os.cpu_count()} CPUs, jax {jax.__version__} "
-            f"({jax.default_backend()}), {platform.python_version()}"
-        ),
-    }
-
-
-def _half_cycle(setup: Setup, half_cycle_epochs: float) -> int:
-    """Smith's step size in iterations, checked against the run's length."""
-    step_size = clr_jax.step_size_for(
-        len(setup.data.y_train),
-        setup.batch_size,
-        epochs=half_cycle_epochs,
-        drop_last=True,
-    )
-    if 2 * step_size > setup.total_steps:
-        raise ValueError(
-            "`--half-cycle-epochs` must leave at least one whole cycle (two "
-            f"half-cycles) in the {setup.epochs} epochs; got {half_cycle_epochs}."
-        )
-    if setup.total_steps % (2 * step_size):
-        _say(
-            f"  note: {setup.epochs} epochs is not a whole number of cycles "
-            f"({2 * step_size} iterations each); cyclic runs end mid-cycle"
-        )
-    return step_size
-
-
-def _policy_context(setup: Setup, summary: dict, step_size: int) -> PolicyContext:
-    base_lr, max_lr = _require_bounds(summary)
-    return PolicyContext(base_lr, max_lr, step_size, setup.total_steps)
-
-
-# ---------------------------------------------------------------------------
-# Reports: Markdown, JSON, the Figure 1 plot
-# ---------------------------------------------------------------------------
-
-
-def _pct(mean: float | None, std: float | None = None) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    if std is None:
-        return f"{100 * mean:.2f}%"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}%"
-
-
-def _halted(run: dict[str, Any]) -> str:
-    halted = run.get("halted_seeds", 0)
-    return f" ({halted} seeds halted: non-finite loss)" if halted else ""
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """The Markdown table of a comparison: one row per run, the baseline first.
-
-    Args:
-      results: the ``results`` of :func:`run_comparison`.
-
-    Returns:
-      The table as Markdown text.
-    """
-    target = results["target_accuracy"]
-    header = (
-        f"| policy | schedule | iterations to {_pct(target)} | speed-up "
-        "| final test accuracy | snapshot ensemble |"
-    )
-    lines = [header, "|---|---|---:|---:|---:|---:|"]
-    for name, run in results["runs"].items():
-        iters = run["iterations_to_target"]
-        speedup = run["speedup"]
-        ensemble = run["ensemble_mean"]
-        lines.append(
-            f"| {name} | {run['schedule']} "
-            f"| {'never' if iters is None else iters} "
-            f"| {'—' if speedup is None else f'{speedup:.2f}x'} "
-            f"| {_pct(run['final_mean'], run['final_std'])}{_halted(run)} "
-            f"| {'—' if ensemble is None else _pct(ensemble, run['ensemble_std'])} |"
-        )
-    return "\n".join(lines)
-
-
-def _format_grid(results: dict[str, Any]) -> str:
-    chosen = results["baseline"]["chosen_lr"]
-    lines = ["| fixed learning rate | final test accuracy |", "|---:|---:|"]
-    for row in results["baseline"]["grid"]:
-        mark = " (chosen)" if row["learning_rate"] == chosen else ""
-        lines.append(
-            f"| {row['learning_rate']:.4g}{mark} "
-            f"| {_pct(row['final_mean'], row['final_std'])} |"
-        )
-    return "\n".join(lines)
-
-
-def format_markdown(results: dict[str, Any]) -> str:
-    """The whole ``results.md`` of a comparison.
-
-    Args:
-      results: the JSON-ready results of ``clr-jax compare``.
-
-    Returns:
-      Markdown text: the setup, the range test, the metric, both tables.
-    """
-    s, rt = results["setup"], results["range_test"]
-    base_lr, max_lr = rt["bounds"]
-    return f"""# Learning-rate policies on digits (Smith 2017, Table 1)
-
-{s["model"]}, {s["optimizer"]}, batch {s["batch_size"]}, {s["epochs"]} epochs \
-of {s["steps_per_epoch"]} iterations, {s["seeds"]} seeds (vmapped), \
-{s["n_train"]} train / {s["n_test"]} test images.
-
-Range test ({rt["num_steps"]} iterations, lr {rt["start_lr"]:g} to \
-{rt["end_lr"]:g}): bounds {base_lr:.4g} to {max_lr:.4g} from the \
-{rt["bounds_source"]}; {rt["bounds_reason"]} Half-cycle: \
-{s["half_cycle_epochs"]:g} epochs = {s["step_size"]} iterations.
-
-**Iterations to {_pct(results["target_accuracy"])}**: the first iteration \
-(end of an epoch) at which the seed-mean test accuracy reaches the fixed \
-baseline's final seed-mean test accuracy; 'never' when it does not. \
-Speed-up = the baseline's iterations / the policy's. Accuracies: mean ± std \
-(ddof=1) over seeds, on the {s["n_test"]} test images after the last epoch. \
-Snapshot ensemble: averaged softmax of the snapshots taken at each cycle's \
-learning-rate minimum.
-
-{format_table(results)}
-
-Fixed-rate grid (the baseline is its best final accuracy):
-
-{_format_grid(results)}
-"""
-
-
-def _plot_comparison(
-    results: dict[str, Any], lrs: dict[str, np.ndarray], path: Path, title: str
-) -> None:
-    from clr_jax.plotting import plot_policy_comparison
-
-    curves = {
-        name: (run["mean_test_accuracy"], run["std_test_accuracy"])
-        for name, run in results["runs"].items()
-    }
-    fig = plot_policy_comparison(
-        results["iterations"],
-        curves,
-        target=results["target_accuracy"],
-        learning_rates=lrs,
-        title=title,
-        path=str(path),
-    )
-    _pyplot().close(fig)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` with NaN/Inf as ``None`` (standard JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _write_json(path: Path, data: Any) -> None:
-    text = json.dumps(_jsonable(data), indent=2, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-
+__all__ = ["build_parser", "main"]
 
 # ---------------------------------------------------------------------------
 # Commands
@@ -674,13 +74,13 @@ def _describe(setup: Setup) -> str:
 
 def _print_range_test(summary: dict) -> None:
     if summary["diverged_step"] is None:
-        _say("  the loss did not diverge within the sweep")
+        say("  the loss did not diverge within the sweep")
     else:
-        _say(
+        say(
             f"  the loss diverged at iteration {summary['diverged_step']} "
             f"(lr {summary['diverged_lr']:.3g})"
         )
-    _say("  suggestions, read from the smoothed loss:")
+    say("  suggestions, read from the smoothed loss:")
     meaning = {
         "steepest": "steepest descent of the loss per log(lr)",
         "minimum": "lr of the lowest loss, divided by 10",
@@ -688,33 +88,33 @@ def _print_range_test(summary: dict) -> None:
     }
     for method, lr in summary["suggestions"].items():
         value = "none" if lr is None else f"{lr:.4g}"
-        _say(f"    {method:<9} {value:<10} {meaning[method]}")
+        say(f"    {method:<9} {value:<10} {meaning[method]}")
     base_lr, max_lr = summary["bounds"]
     if base_lr is None:
-        _say(f"  bounds: none ({summary['bounds_reason']})")
+        say(f"  bounds: none ({summary['bounds_reason']})")
     else:
-        _say(
+        say(
             f"  bounds (Smith): base_lr {base_lr:.4g}, max_lr {max_lr:.4g}, read "
             f"from the {summary['bounds_source']}"
         )
-        _say(f"    why: {summary['bounds_reason']}")
+        say(f"    why: {summary['bounds_reason']}")
     for note in summary["notes"]:
-        _say(f"  note: {note}")
+        say(f"  note: {note}")
 
 
 def _cmd_range_test(args: argparse.Namespace) -> None:
-    setup = _make_setup(args)
+    setup = make_setup(args)
     out = _prepare_out(args.out)
-    _say(f"clr-jax range-test on digits: {_describe(setup)}")
-    _say(
+    say(f"clr-jax range-test on digits: {_describe(setup)}")
+    say(
         f"  {args.steps} iterations, lr {args.start_lr:g} to {args.end_lr:g} "
         "(exponential), accuracy recorded per mini-batch"
     )
-    result = _run_range_test(setup, args)
-    summary = _range_test_summary(result, args)
+    result = run_range_test(setup, args)
+    summary = range_test_summary(result, args)
     _print_range_test(summary)
-    paths = _write_range_test(result, summary, out, title=f"range test: {args.model}")
-    _say("wrote " + ", ".join(str(p) for p in paths))
+    paths = write_range_test(result, summary, out, title=f"range test: {args.model}")
+    say("wrote " + ", ".join(str(p) for p in paths))
 
 
 def _seeds(n: int) -> str:
@@ -732,43 +132,43 @@ def _comparison_files(out: Path) -> dict[str, Path]:
 def _cmd_compare(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     _apply_smoke(args, epochs=2, seeds=2, grid_size=2, steps=100, half_cycle=0.5)
-    setup = _make_setup(args)
-    step_size = _half_cycle(setup, args.half_cycle_epochs)
+    setup = make_setup(args)
+    step_size = half_cycle(setup, args.half_cycle_epochs)
     out = _prepare_out(args.out)
     names = args.policies or list(POLICIES)
-    _say(f"clr-jax compare on digits: {_describe(setup)}")
-    _say(
+    say(f"clr-jax compare on digits: {_describe(setup)}")
+    say(
         f"[1/3] range test: {args.steps} iterations, lr {args.start_lr:g} to "
         f"{args.end_lr:g}"
     )
-    result = _run_range_test(setup, args)
-    summary = _range_test_summary(result, args)
+    result = run_range_test(setup, args)
+    summary = range_test_summary(result, args)
     _print_range_test(summary)
-    _write_range_test(result, summary, out, title=f"range test: {args.model}")
-    context = _policy_context(setup, summary, step_size)
+    write_range_test(result, summary, out, title=f"range test: {args.model}")
+    context = policy_context(setup, summary, step_size)
     grid = np.geomspace(context.base_lr, context.max_lr, args.grid_size).tolist()
-    _say(
+    say(
         f"[2/3] training {args.epochs} epochs x {_seeds(args.seeds)}: "
         f"{len(grid)} fixed rates, then {len(names)} policies"
     )
     results, lrs = run_comparison(setup, context, grid, names)
     results = {
-        "setup": _setup_record(setup, context, args),
+        "setup": setup_record(setup, context, args),
         "range_test": summary,
         **results,
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     files = _comparison_files(out)
-    _write_json(files["json"], results)
+    write_json(files["json"], results)
     files["md"].write_text(format_markdown(results), encoding="utf-8")
-    _plot_comparison(results, lrs, files["png"], f"digits, {args.model}")
-    _say("[3/3] results\n" + format_table(results))
-    _say("wrote " + ", ".join(str(p) for p in files.values()))
+    plot_comparison(results, lrs, files["png"], f"digits, {args.model}")
+    say("[3/3] results\n" + format_table(results))
+    say("wrote " + ", ".join(str(p) for p in files.values()))
 
 
 def _story(results: dict[str, Any], steps_per_epoch: int) -> str:
-    base, clr = results["runs"][_BASELINE], results["runs"]["triangular"]
-    target = _pct(results["target_accuracy"])
+    base, clr = results["runs"][BASELINE], results["runs"]["triangular"]
+    target = pct(results["target_accuracy"])
     base_iters = base["iterations_to_target"]
     clr_iters = clr["iterations_to_target"]
     text = (
@@ -776,34 +176,34 @@ def _story(results: dict[str, Any], steps_per_epoch: int) -> str:
     )
     if clr_iters is None:
         return text + (
-            f"Triangular CLR never reaches it: it ends at {_pct(clr['final_mean'])}."
+            f"Triangular CLR never reaches it: it ends at {pct(clr['final_mean'])}."
         )
     return text + (
         f"Triangular CLR reaches it at iteration {clr_iters} "
         f"(epoch {clr_iters // steps_per_epoch}), {clr['speedup']:.2f}x as fast, "
-        f"and ends at {_pct(clr['final_mean'])}."
+        f"and ends at {pct(clr['final_mean'])}."
     )
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     _apply_smoke(args, epochs=2, seeds=1, grid_size=1, steps=100, half_cycle=0.5)
-    setup = _make_setup(args)
-    step_size = _half_cycle(setup, args.half_cycle_epochs)
+    setup = make_setup(args)
+    step_size = half_cycle(setup, args.half_cycle_epochs)
     out = _prepare_out(args.out)
-    _say("clr-jax demo: cyclical learning rates on scikit-learn's digits")
-    _say(f"  {_describe(setup)}")
-    _say(
+    say("clr-jax demo: cyclical learning rates on scikit-learn's digits")
+    say(f"  {_describe(setup)}")
+    say(
         f"[1/3] LR range test: {args.steps} iterations while the rate grows "
         f"from {args.start_lr:g} to {args.end_lr:g}"
     )
-    result = _run_range_test(setup, args)
-    summary = _range_test_summary(result, args)
+    result = run_range_test(setup, args)
+    summary = range_test_summary(result, args)
     _print_range_test(summary)
-    rt_paths = _write_range_test(result, summary, out, title="range test: digits")
-    context = _policy_context(setup, summary, step_size)
+    rt_paths = write_range_test(result, summary, out, title="range test: digits")
+    context = policy_context(setup, summary, step_size)
     fixed_lr = math.sqrt(context.base_lr * context.max_lr)
-    _say(
+    say(
         f"[2/3] training {args.epochs} epochs x {_seeds(args.seeds)}, twice:\n"
         f"  fixed lr {fixed_lr:.4g}: the geometric middle of the bounds\n"
         f"  triangular CLR between the bounds, half-cycle {context.step_size} "
@@ -811,23 +211,23 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     )
     results, lrs = run_comparison(setup, context, [fixed_lr], ["triangular"])
     results = {
-        "setup": _setup_record(setup, context, args),
+        "setup": setup_record(setup, context, args),
         "range_test": summary,
         **results,
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     png = out / "accuracy_vs_iteration.png"
-    _plot_comparison(results, lrs, png, "digits: fixed lr vs triangular CLR")
-    _write_json(out / "results.json", results)
-    _say(f"[3/3] results (mean over {_seeds(args.seeds)})\n" + format_table(results))
-    _say(_story(results, setup.steps_per_epoch))
-    _say(
+    plot_comparison(results, lrs, png, "digits: fixed lr vs triangular CLR")
+    write_json(out / "results.json", results)
+    say(f"[3/3] results (mean over {_seeds(args.seeds)})\n" + format_table(results))
+    say(_story(results, setup.steps_per_epoch))
+    say(
         "A fixed rate tuned on a grid is a stronger baseline; `clr-jax compare` "
         "runs one against every policy."
     )
-    _say(f"plots: {rt_paths[0]} (range test), {png} (accuracy vs iteration)")
-    _say(f"data: {rt_paths[1]}, {rt_paths[3]}, {out / 'results.json'}")
-    _say(f"done in {results['wall_seconds']:.0f} s")
+    say(f"plots: {rt_paths[0]} (range test), {png} (accuracy vs iteration)")
+    say(f"data: {rt_paths[1]}, {rt_paths[3]}, {out / 'results.json'}")
+    say(f"done in {results['wall_seconds']:.0f} s")
 
 
 # ---------------------------------------------------------------------------

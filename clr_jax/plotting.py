@@ -32,6 +32,11 @@ def _pyplot():
     return plt
 
 
+def close(fig) -> None:
+    """Frees a figure returned by a plotting function (after saving it)."""
+    _pyplot().close(fig)
+
+
 def plot_range_test(
     result,
     *,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import clr_jax
-from clr_jax import cli
+from clr_jax import cli, compare
 
 for _extra in ("flax", "matplotlib", "sklearn"):
     pytest.importorskip(_extra)
@@ -136,7 +136,7 @@ def test_compare_scores_policies_against_the_best_fixed_rate(tmp_path, capsys):
         assert f"| {name} |" in table
     assert "iterations to" in table and "Fixed-rate grid" in table
     assert (tmp_path / "accuracy_vs_iteration.png").stat().st_size > 0
-    assert cli.format_table(results) in capsys.readouterr().out
+    assert compare.format_table(results) in capsys.readouterr().out
 
 
 def test_format_table_says_never_and_leaves_missing_ensembles_blank():
@@ -154,7 +154,7 @@ def test_format_table_says_never_and_leaves_missing_ensembles_blank():
             "slow": run | {"iterations_to_target": None, "speedup": None},
         },
     }
-    rows = cli.format_table(results).splitlines()
+    rows = compare.format_table(results).splitlines()
     assert "iterations to 95.00%" in rows[0]
     assert rows[2] == "| fixed | s | 84 | 1.00x | 90.00 ± 1.00% | — |"
     assert rows[3] == "| slow | s | never | — | 90.00 ± 1.00% | — |"
