@@ -26,30 +26,51 @@ __all__ = [
     "DigitsMLP",
     "OptimizerSpec",
     "digits_range_test",
+    "feature_fn",
     "load_digits_for",
 ]
 
 
 class DigitsMLP(nn.Module):
-    """64 inputs, one ReLU hidden layer, 10 logits."""
+    """64 inputs, one ReLU hidden layer, 10 logits.
+
+    ``features_only=True`` returns the penultimate activations (the inputs of
+    the last layer), as the Lipschitz learning rate needs.
+    """
 
     hidden: int = 64
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, features_only: bool = False):
         x = x.reshape(x.shape[0], -1)
-        return nn.Dense(10)(nn.relu(nn.Dense(self.hidden)(x)))
+        features = nn.relu(nn.Dense(self.hidden)(x))
+        return features if features_only else nn.Dense(10)(features)
 
 
 class DigitsCNN(nn.Module):
     """Two 3x3 convolutions (16 and 32 channels, the second strided), global
-    average pooling and a linear classifier, for ``float32[n, 8, 8, 1]``."""
+    average pooling and a linear classifier, for ``float32[n, 8, 8, 1]``.
+
+    ``features_only=True`` returns the pooled features before the classifier.
+    """
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, features_only: bool = False):
         x = nn.relu(nn.Conv(16, (3, 3))(x))
         x = nn.relu(nn.Conv(32, (3, 3), strides=2)(x))
-        return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+        features = jnp.mean(x, axis=(1, 2))
+        return features if features_only else nn.Dense(10)(features)
+
+
+@functools.cache
+def feature_fn(model: str) -> Callable[[Any, jax.Array], jax.Array]:
+    """``(variables, x) -> penultimate activations`` of a :data:`MODELS` entry.
+
+    Cached, so that every call for one model returns the same function and
+    compiled code that depends on it is reused.
+    """
+    net = MODELS[model][0]()
+    return lambda variables, x: net.apply(variables, x, features_only=True)
 
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {

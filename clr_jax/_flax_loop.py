@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from clr_jax import data as data_lib
 from clr_jax._flax_state import (
@@ -21,8 +22,8 @@ from clr_jax._flax_state import (
     TrainState,
     all_finite,
     get_hyperparam,
+    loss_and_grads,
     set_hyperparam,
-    train_step,
 )
 
 __all__ = [
@@ -63,6 +64,7 @@ class EpochLog(NamedTuple):
     train_accuracy: jax.Array
     test_loss: jax.Array
     test_accuracy: jax.Array
+    policy_log: Any = None  # what ``lr_policy`` reported, if anything
 
 
 class SnapshotBuffer(NamedTuple):
@@ -105,6 +107,10 @@ class Placement(NamedTuple):
 
     def replicate(self, tree: Any) -> Any:
         return _constrain(tree, self.replicated)
+
+    def put(self, tree: Any) -> Any:
+        """``tree`` on the device (replicated over the mesh's devices)."""
+        return jax.device_put(tree, self.replicated)
 
 
 def _constrain(tree: Any, sharding: Any) -> Any:
@@ -188,34 +194,59 @@ def _momentum(opt_state: Any) -> jax.Array:
 
 
 def _guarded_step(carry: Carry, batch: Any, config: EpochConfig):
-    """One update, refused (and training halted) when anything turns non-finite."""
+    """One update, refused (and training halted) when anything turns non-finite.
+
+    The check reads the loss, the optimizer's updates and the new BatchNorm
+    statistics, all known before the parameters change, so the update itself
+    runs inside a ``lax.cond``: a finite step costs no select over the state.
+    """
     state = carry.state
     batch = config.placement.shard_batch(batch)
-    new_state, loss, acc = train_step(state, batch, config.loss_fn)
+    loss, acc, grads, stats = loss_and_grads(state, batch, config.loss_fn)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     running = carry.halted_at < 0
-    finite = all_finite((loss, new_state.params, new_state.batch_stats))
+    finite = all_finite((loss, updates, stats))
     ok = running & finite
-    next_state = _select(ok, new_state, state)
+    next_state = jax.lax.cond(
+        ok,
+        _apply_update,
+        lambda operands: operands[0],
+        (state, updates, opt_state, stats),
+    )
     halted_at = jnp.where(running & ~finite, state.step, carry.halted_at)
     snapshots = carry.snapshots
     if snapshots is not None:
         take = ok & (next_state.step % config.snapshot_every == 0)
         snapshots = _write_snapshot(snapshots, next_state, take, config)
-    nan = jnp.asarray(jnp.nan, jnp.float32)
-    log = StepLog(
-        step=state.step,
-        learning_rate=jnp.where(
-            running,
-            jnp.asarray(
-                get_hyperparam(new_state.opt_state, "learning_rate"), nan.dtype
-            ),
-            nan,
-        ),
-        momentum=jnp.where(running, _momentum(new_state.opt_state), nan),
-        loss=jnp.where(running, loss.astype(nan.dtype), nan),
-        accuracy=jnp.where(running, acc.astype(nan.dtype), nan),
+    return Carry(next_state, halted_at, snapshots), _step_log(
+        state.step, running, loss, acc, opt_state
     )
-    return Carry(next_state, halted_at, snapshots), log
+
+
+def _apply_update(operands) -> TrainState:
+    state, updates, opt_state, stats = operands
+    return state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        batch_stats=stats,
+    )
+
+
+def _step_log(step, running, loss, acc, opt_state) -> StepLog:
+    """The step's record; NaN once training has halted."""
+    nan = jnp.asarray(jnp.nan, jnp.float32)
+
+    def unless_halted(value):
+        return jnp.where(running, jnp.asarray(value, jnp.float32), nan)
+
+    return StepLog(
+        step=step,
+        learning_rate=unless_halted(get_hyperparam(opt_state, "learning_rate")),
+        momentum=unless_halted(_momentum(opt_state)),
+        loss=unless_halted(loss),
+        accuracy=unless_halted(acc),
+    )
 
 
 def predict(apply_fn, params: Any, batch_stats: Any, x: Any) -> jax.Array:
@@ -254,8 +285,9 @@ def run_epoch(
     config: EpochConfig,
 ) -> tuple[Carry, StepLog, EpochLog]:
     """One epoch of updates then the test evaluation, for one seed."""
+    policy_log = None
     if config.lr_policy is not None:
-        carry = carry._replace(state=_apply_policy(carry, epoch, train, config))
+        carry, policy_log = _apply_policy(carry, epoch, train, config)
     num_train = jnp.shape(train[1])[0]
     order = data_lib.epoch_indices(
         jax.random.fold_in(data_key, epoch), num_train, config.batch_size
@@ -273,19 +305,30 @@ def run_epoch(
         train_accuracy=jnp.nanmean(logs.accuracy),
         test_loss=test_loss,
         test_accuracy=test_accuracy,
+        policy_log=policy_log,
     )
     return config.placement.replicate(carry), logs, epoch_log
 
 
-def _apply_policy(carry: Carry, epoch, train, config: EpochConfig) -> TrainState:
-    """The state with the epoch's learning rate written into the optimizer."""
+def _apply_policy(carry: Carry, epoch, train, config: EpochConfig):
+    """The epoch's learning rate written into the optimizer, and the policy's log.
+
+    The policy returns ``lr`` or ``(lr, log)``. A non-finite rate halts
+    training before the epoch's first update and is not written, so the
+    frozen state stays the last finite one.
+    """
     state = carry.state
-    lr = config.lr_policy(state, epoch, train)
+    out = config.lr_policy(state, epoch, train)
+    lr, log = out if isinstance(out, tuple) and len(out) == 2 else (out, None)
+    lr = jnp.asarray(lr)
     updated = state.replace(
         opt_state=set_hyperparam(state.opt_state, "learning_rate", lr)
     )
-    # A halted run stays exactly at its last finite state.
-    return _select(carry.halted_at < 0, updated, state)
+    running = carry.halted_at < 0
+    finite = jnp.all(jnp.isfinite(lr))
+    halted_at = jnp.where(running & ~finite, state.step, carry.halted_at)
+    state = _select(running & finite, updated, state)
+    return carry._replace(state=state, halted_at=halted_at), log
 
 
 def ensemble_accuracies(

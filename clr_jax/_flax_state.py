@@ -11,8 +11,8 @@ step are written once:
 ``batch_stats`` collection, or for NNX every non-``Param`` variable
 (BatchNorm statistics and the RNG stream counters of dropout).
 
-This module and ``clr_jax.flax``/``clr_jax._flax_loop`` are the only ones
-that import flax.
+``clr_jax.flax`` and its private ``clr_jax._flax_*`` helpers are the only
+modules that import flax.
 """
 
 from __future__ import annotations
@@ -32,9 +32,15 @@ from flax.training import train_state
 __all__ = [
     "Adapter",
     "TrainState",
+    "accuracy",
     "adapt",
+    "all_finite",
     "create_train_state",
+    "create_train_state_jit",
     "get_hyperparam",
+    "has_hyperparam",
+    "is_scheduled",
+    "loss_and_grads",
     "set_hyperparam",
     "train_step",
 ]
@@ -43,7 +49,12 @@ LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 class Adapter(NamedTuple):
-    """A Flax model as pure ``init`` and ``apply`` functions."""
+    """A Flax model as pure ``init`` and ``apply`` functions.
+
+    Both are hashable callables, equal when their models are: they are
+    static in jit's cache key (``apply`` as a TrainState field), so equal
+    models reuse compiled programs across ``fit`` calls.
+    """
 
     init: Callable[[jax.Array, jax.Array], tuple[Any, Any]]
     apply: Callable[..., tuple[jax.Array, Any]]
@@ -80,11 +91,6 @@ def _linen_mode(module: nn.Module, train: bool) -> dict[str, bool]:
     return {}
 
 
-# The ``apply`` functions are frozen dataclasses, equal when their models are:
-# a TrainState's ``apply_fn`` is static in jit's cache key, so equal models
-# reuse the compiled epoch across ``fit`` calls instead of recompiling.
-
-
 @dataclasses.dataclass(frozen=True)
 class _LinenApply:
     module: nn.Module
@@ -100,14 +106,15 @@ class _LinenApply:
         return logits, updated.get("batch_stats", batch_stats)
 
 
-def _linen_adapter(module: nn.Module) -> Adapter:
-    def init(key, x):
+@dataclasses.dataclass(frozen=True)
+class _LinenInit:
+    module: nn.Module
+
+    def __call__(self, key, x):
         params_key, dropout_key = jax.random.split(key)
         rngs = {"params": params_key, "dropout": dropout_key}
-        variables = module.init(rngs, x, **_linen_mode(module, False))
+        variables = self.module.init(rngs, x, **_linen_mode(self.module, False))
         return variables["params"], variables.get("batch_stats", {})
-
-    return Adapter(init, _LinenApply(module), reinitialises=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,21 +155,31 @@ def _build(factory: Callable[[nnx.Rngs], Any], *keys, **streams) -> nnx.Module:
     return instance
 
 
+@dataclasses.dataclass(frozen=True)
+class _NnxInit:
+    factory: Callable[[nnx.Rngs], nnx.Module]  # compared by identity
+
+    def __call__(self, key, x):
+        del x
+        params_key, dropout_key = jax.random.split(key)
+        instance = _build(self.factory, params_key, dropout=dropout_key)
+        return nnx.split(instance, nnx.Param, ...)[1:]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # a mutable module: by identity
+class _NnxCurrent:
+    module: nnx.Module
+
+    def __call__(self, key, x):
+        del key, x  # the module's current weights
+        return nnx.split(self.module, nnx.Param, ...)[1:]
+
+
 def _nnx_adapter(model: nnx.Module | Callable[[nnx.Rngs], nnx.Module]) -> Adapter:
     built = isinstance(model, nnx.Module)
     template = model if built else nnx.eval_shape(lambda: _build(model, 0))
     apply = _NnxApply(_nnx_graphdef(template, True), _nnx_graphdef(template, False))
-
-    def init(key, x):
-        del x
-        if built:
-            instance = model
-        else:
-            params_key, dropout_key = jax.random.split(key)
-            instance = _build(model, params_key, dropout=dropout_key)
-        _, params, rest = nnx.split(instance, nnx.Param, ...)
-        return params, rest
-
+    init = _NnxCurrent(model) if built else _NnxInit(model)
     return Adapter(init, apply, reinitialises=not built)
 
 
@@ -173,7 +190,7 @@ def adapt(model: Any) -> Adapter:
       ValueError: for anything else.
     """
     if isinstance(model, nn.Module):
-        return _linen_adapter(model)
+        return Adapter(_LinenInit(model), _LinenApply(model), reinitialises=True)
     nnx_class = isinstance(model, type) and issubclass(model, nnx.Module)
     if isinstance(model, nnx.Module) or nnx_class or _is_plain_callable(model):
         return _nnx_adapter(model)
@@ -276,18 +293,23 @@ def create_train_state(
     return state.replace(step=jnp.zeros((), jnp.int32))
 
 
+# Random initialisation compiled once per model and optimizer (op by op it
+# costs a dispatch per random op, every call).
+create_train_state_jit = jax.jit(create_train_state, static_argnames=("adapter", "tx"))
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Share of examples whose arg-max logit is the label."""
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
-def train_step(
+def loss_and_grads(
     state: TrainState, batch: tuple[Any, jax.Array], loss_fn: LossFn
-) -> tuple[TrainState, jax.Array, jax.Array]:
-    """One update in training mode: ``(new_state, loss, accuracy)``.
+) -> tuple[jax.Array, jax.Array, Any, Any]:
+    """``(loss, accuracy, grads, batch_stats)`` of one batch in training mode.
 
     ``loss_fn(logits, labels)`` gives per-example losses; their mean is
-    minimised.
+    differentiated.
     """
     inputs, labels = batch
     dropout_key = jax.random.fold_in(state.dropout_key, state.step)
@@ -300,8 +322,15 @@ def train_step(
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
     (loss, (logits, stats)), grads = grad_fn(state.params)
-    new_state = state.apply_gradients(grads=grads, batch_stats=stats)
-    return new_state, loss, accuracy(logits, labels)
+    return loss, accuracy(logits, labels), grads, stats
+
+
+def train_step(
+    state: TrainState, batch: tuple[Any, jax.Array], loss_fn: LossFn
+) -> tuple[TrainState, jax.Array, jax.Array]:
+    """One update in training mode: ``(new_state, loss, accuracy)``."""
+    loss, acc, grads, stats = loss_and_grads(state, batch, loss_fn)
+    return state.apply_gradients(grads=grads, batch_stats=stats), loss, acc
 
 
 def all_finite(tree: Any) -> jax.Array:

@@ -63,12 +63,20 @@ class PolicyContext(NamedTuple):
       step_size: the half-cycle in updates, from :func:`clr_jax.step_size_for`
         (Smith: 2 to 10 epochs).
       total_steps: the updates of the whole training run.
+      batch_size: examples per update.
+      num_classes: the number of classes.
+      momentum: the optimizer's (heavy-ball) momentum, 0 without.
+      feature_fn: ``(variables, x) -> penultimate activations`` of the model.
     """
 
     base_lr: float
     max_lr: float
     step_size: int
     total_steps: int
+    batch_size: int = 1
+    num_classes: int = 10
+    momentum: float = 0.0
+    feature_fn: Callable | None = None
 
 
 class PolicySpec(NamedTuple):
@@ -126,6 +134,23 @@ def _cosine_restarts(c: PolicyContext) -> PolicySpec:
     return PolicySpec(schedule, text, snapshot_every=cycle)
 
 
+def _lipschitz(c: PolicyContext) -> PolicySpec:
+    from clr_jax.flax import lipschitz_policy
+
+    # Heavy-ball momentum b with rate (1 - b)/K is the authors' dampened
+    # momentum ("AdaMo") with rate 1/K, so K's EMA (beta 0.9) comes with it.
+    dampened = c.momentum > 0
+    policy = lipschitz_policy(
+        c.feature_fn,
+        num_classes=c.num_classes,
+        batch_size=c.batch_size,
+        k_momentum=0.9 if dampened else None,
+        scale=1.0 - c.momentum,
+    )
+    text = "Lipschitz 1/K per epoch" + (" (AdaMo form)" if dampened else "")
+    return PolicySpec(0.0, text, lr_policy=policy)
+
+
 POLICIES: dict[str, Callable[[PolicyContext], PolicySpec]] = {
     "triangular": _cyclic(clr_jax.triangular, "triangular"),
     "triangular2": _cyclic(clr_jax.triangular2, "triangular2"),
@@ -134,6 +159,7 @@ POLICIES: dict[str, Callable[[PolicyContext], PolicySpec]] = {
     "cosine_restarts": _cosine_restarts,
     "welch": _cyclic(clr_jax.triangular, "Welch window", window="welch"),
     "hann": _cyclic(clr_jax.triangular, "Hann window", window="hann"),
+    "lipschitz": _lipschitz,
 }
 """Every policy ``clr-jax compare`` runs: name -> ``PolicyContext -> PolicySpec``.
 
@@ -314,6 +340,11 @@ def _summarise_run(spec: PolicySpec, fit_result) -> dict[str, Any]:
         run["ensemble_per_seed"] = ensemble.tolist()
         run["ensemble_mean"] = float(ensemble.mean())
         run["ensemble_std"] = float(_seed_std(ensemble[:, None])[0])
+    if history.policy_log:  # an adaptive policy's per-epoch log, seed-mean
+        run["policy_log"] = {
+            name: np.asarray(values, np.float64).mean(axis=0).tolist()
+            for name, values in history.policy_log.items()
+        }
     return run
 
 
@@ -502,8 +533,19 @@ def half_cycle(setup: Setup, half_cycle_epochs: float) -> int:
 
 
 def policy_context(setup: Setup, summary: dict, step_size: int) -> PolicyContext:
+    from clr_jax._digits_models import OPTIMIZERS, feature_fn
+
     base_lr, max_lr = _require_bounds(summary)
-    return PolicyContext(base_lr, max_lr, step_size, setup.total_steps)
+    return PolicyContext(
+        base_lr,
+        max_lr,
+        step_size,
+        setup.total_steps,
+        batch_size=setup.batch_size,
+        num_classes=setup.data.num_classes,
+        momentum=OPTIMIZERS[setup.optimizer].hyperparams.get("momentum", 0.0),
+        feature_fn=feature_fn(setup.model),
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,8 @@ Two things live here:
   device-resident data, evaluation on the test split each epoch, a history
   of the learning rate, momentum and loss of every update, ``jax.vmap`` over
   seeds, snapshot ensembles, data-parallel meshes, and a per-epoch
-  learning-rate policy hook.
+  learning-rate policy hook (:func:`lipschitz_policy`, the Lipschitz
+  adaptive rate, is one; re-exported from ``clr_jax._flax_lipschitz``).
 
 Models come in three forms: a ``flax.linen.Module``; a built
 ``flax.nnx.Module``; or a factory ``rngs -> nnx.Module`` (an NNX module
@@ -35,29 +36,33 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from clr_jax import _flax_args as args
 from clr_jax import _flax_loop as loop
 from clr_jax import _validation as v
+from clr_jax._flax_lipschitz import adamo, lipschitz_policy, with_inverse_time_decay
 from clr_jax._flax_state import (
     TrainState,
     adapt,
-    has_hyperparam,
     is_scheduled,
     set_hyperparam,
     train_step,
 )
 from clr_jax._flax_state import create_train_state as _create_state
-from clr_jax.inject import with_schedules
+from clr_jax._flax_state import create_train_state_jit as _create_state_jit
 
 __all__ = [
     "FitResult",
     "History",
     "SnapshotEnsemble",
     "TrainState",
+    "adamo",
     "create_train_state",
     "ensemble_probabilities",
     "evaluate",
     "fit",
+    "lipschitz_policy",
     "range_test_step",
+    "with_inverse_time_decay",
 ]
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -66,7 +71,9 @@ LrPolicy = Callable[[TrainState, jax.Array, tuple[jax.Array, jax.Array]], Any]
 
 
 class History(NamedTuple):
-    """What :func:`fit` recorded; with ``seeds`` every field gains a leading seed axis.
+    """What :func:`fit` recorded, as NumPy arrays (fetched once, after the run).
+
+    With ``seeds`` every field gains a leading seed axis.
 
     Per update (``steps`` = the updates run by this call):
       step: int32[steps], the update count (``state.step`` before the update;
@@ -86,24 +93,29 @@ class History(NamedTuple):
         inference mode after the epoch.
 
     nonfinite_step: int32 scalar, the update count at which the loss, the
-    parameters or the BatchNorm statistics first turned NaN/Inf; -1 when
-    training stayed finite. That update and every later one were refused
-    (the state stays frozen); their ``loss``, ``accuracy``,
-    ``learning_rate`` and ``momentum`` read NaN from the next step on (the
-    failing step keeps its loss and learning rate).
+    optimizer's updates or the BatchNorm statistics first turned NaN/Inf
+    (a NaN learning rate included); -1 when training stayed finite. That
+    update and every later one were refused (the state stays frozen); their
+    ``loss``, ``accuracy``, ``learning_rate`` and ``momentum`` read NaN from
+    the next step on (the failing step keeps its loss and learning rate).
+
+    policy_log: what ``lr_policy`` reported with its rate (``(lr, log)``),
+    the same pytree with one value per epoch (``[epochs]``); ``None``
+    otherwise.
     """
 
-    step: jax.Array
-    learning_rate: jax.Array
-    momentum: jax.Array
-    loss: jax.Array
-    accuracy: jax.Array
-    epoch: jax.Array
-    train_loss: jax.Array
-    train_accuracy: jax.Array
-    test_loss: jax.Array
-    test_accuracy: jax.Array
-    nonfinite_step: jax.Array
+    step: np.ndarray
+    learning_rate: np.ndarray
+    momentum: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray
+    epoch: np.ndarray
+    train_loss: np.ndarray
+    train_accuracy: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+    nonfinite_step: np.ndarray
+    policy_log: Any = None
 
 
 class SnapshotEnsemble(NamedTuple):
@@ -115,19 +127,22 @@ class SnapshotEnsemble(NamedTuple):
       step: int32[M], the update count at which each was taken (a multiple
         of ``snapshot_every``), -1 for one never taken (training halted, or
         resumed past it).
-      test_accuracy: float32[M], each snapshot alone on the test split.
+      test_accuracy: float32[M], each snapshot alone on the test split
+        (NumPy, as are the two below).
       ensemble_accuracy: the test accuracy of the averaged softmax of the
         snapshots taken.
       last_accuracy: the last snapshot alone, the baseline the ensemble is
         compared with.
+
+    With ``seeds`` every field gains a leading seed axis.
     """
 
     params: Any
     batch_stats: Any
     step: jax.Array
-    test_accuracy: jax.Array
-    ensemble_accuracy: jax.Array
-    last_accuracy: jax.Array
+    test_accuracy: np.ndarray
+    ensemble_accuracy: np.ndarray
+    last_accuracy: np.ndarray
 
 
 class FitResult(NamedTuple):
@@ -148,140 +163,6 @@ class FitResult(NamedTuple):
     snapshots: SnapshotEnsemble | None
     mean: History | None
     std: History | None
-
-
-# ---------------------------------------------------------------------------
-# Argument handling
-# ---------------------------------------------------------------------------
-
-
-def _build_optimizer(
-    optimizer, learning_rate, hyperparams
-) -> optax.GradientTransformation:
-    if isinstance(optimizer, optax.GradientTransformation):
-        if learning_rate is not None or hyperparams:
-            raise ValueError(
-                "`learning_rate` and other hyperparameters must be left out when "
-                "`optimizer` is a ready GradientTransformation; got "
-                f"{ {'learning_rate': learning_rate, **hyperparams}!r}."
-            )
-        return optimizer
-    if not callable(optimizer):
-        raise ValueError(
-            "`optimizer` must be an optax factory (e.g. optax.sgd) or a "
-            f"GradientTransformation; got {optimizer!r}."
-        )
-    if learning_rate is None:
-        raise ValueError(
-            "`learning_rate` must be given (a number or a schedule) with an "
-            f"optimizer factory; got {learning_rate!r}."
-        )
-    if not callable(learning_rate):
-        v.check_non_negative("learning_rate", learning_rate)
-    try:
-        items = tuple(sorted(hyperparams.items()))
-        return _cached_with_schedules(optimizer, learning_rate, items)
-    except TypeError:  # unhashable hyperparameters (arrays): no reuse
-        return with_schedules(optimizer, learning_rate=learning_rate, **hyperparams)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_with_schedules(optimizer, learning_rate, items):
-    """One transformation per distinct arguments: the optimizer is static in the
-    compiled epoch's cache key, so rebuilding it would recompile every call."""
-    return with_schedules(optimizer, learning_rate=learning_rate, **dict(items))
-
-
-def _check_key(key: Any) -> None:
-    ok = isinstance(key, jax.Array) and (
-        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        or (key.dtype == jnp.uint32 and key.shape == (2,))
-    )
-    if not ok or (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim != 0):
-        raise ValueError(
-            f"`key` must be a single PRNG key (jax.random.key); got {key!r}."
-        )
-
-
-def _check_optimizer_state(opt_state: Any, lr_policy: Any) -> None:
-    if not has_hyperparam(opt_state, "learning_rate"):
-        raise ValueError(
-            "`optimizer` must inject its `learning_rate` (optax.inject_hyperparams "
-            "or clr_jax.with_schedules) so that it can be recorded; got a state "
-            f"without it: {type(opt_state).__name__}."
-        )
-    if lr_policy is not None:
-        if not callable(lr_policy):
-            raise ValueError(f"`lr_policy` must be callable; got {lr_policy!r}.")
-        if is_scheduled(opt_state, "learning_rate"):
-            raise ValueError(
-                "`learning_rate` must be a number, not a schedule, when `lr_policy` "
-                "sets it each epoch; got a scheduled learning rate."
-            )
-
-
-def _split_data(data: Any) -> tuple[Any, np.ndarray, Any, np.ndarray]:
-    """``(x_train, y_train, x_test, y_test)`` of a Dataset or a 4-tuple."""
-    if not isinstance(data, tuple) or len(data) not in (4, 5):
-        raise ValueError(
-            "`data` must be a clr_jax.data.Dataset or a tuple (x_train, y_train, "
-            f"x_test, y_test); got {type(data).__name__}."
-        )
-    x_train, y_train, x_test, y_test = data[:4]
-    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if np.shape(x)[:1] != np.shape(y)[:1] or np.ndim(y) != 1 or len(y) == 0:
-            raise ValueError(
-                f"the {name} inputs and labels in `data` must share a non-empty "
-                f"leading axis, labels 1-D; got shapes {np.shape(x)} and "
-                f"{np.shape(y)}."
-            )
-    return x_train, np.asarray(y_train), x_test, np.asarray(y_test)
-
-
-def _check_seeds(seeds: Any, reinitialises: bool) -> int | None:
-    if seeds is None:
-        return None
-    seeds = v.check_step_count("seeds", seeds)
-    if not reinitialises:
-        raise ValueError(
-            "`seeds` needs a model that can be initialised per seed: pass a "
-            "Linen module or an NNX factory `rngs -> nnx.Module`; got a built "
-            "nnx.Module."
-        )
-    return seeds
-
-
-def _auto_axes(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
-    """The same mesh with every axis in Auto mode (``jax.make_mesh`` now gives
-    Explicit axes, which ``with_sharding_constraint`` does not accept); the
-    partitioner then inserts the gradient all-reduce itself."""
-    auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
-    return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
-
-
-def _mesh_sharding(mesh, data_axis, sizes: dict[str, int]):
-    """``(replicated, batch)`` shardings of ``mesh``, checking divisibility."""
-    if not isinstance(mesh, jax.sharding.Mesh):
-        raise ValueError(f"`mesh` must be a jax.sharding.Mesh; got {mesh!r}.")
-    axis = mesh.axis_names[0] if data_axis is None else data_axis
-    if axis not in mesh.axis_names:
-        raise ValueError(
-            f"`data_axis` must be one of the mesh's axes {mesh.axis_names}; "
-            f"got {data_axis!r}."
-        )
-    mesh = _auto_axes(mesh)
-    devices = mesh.shape[axis]
-    for name, size in sizes.items():
-        if size % devices:
-            raise ValueError(
-                f"`{name}` must be a multiple of the {devices} devices along mesh "
-                f"axis {axis!r}; got {size}."
-            )
-    spec = jax.sharding.PartitionSpec
-    return (
-        jax.sharding.NamedSharding(mesh, spec()),
-        jax.sharding.NamedSharding(mesh, spec(axis)),
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -329,8 +210,8 @@ def create_train_state(
       >>> int(state.step), state.params["kernel"].shape
       (0, (4, 3))
     """
-    _check_key(key)
-    tx = _build_optimizer(optimizer, learning_rate, hyperparams)
+    args.check_key(key)
+    tx = args.build_optimizer(optimizer, learning_rate, hyperparams)
     return _create_state(adapt(model), jnp.asarray(example_input), tx, key)
 
 
@@ -383,12 +264,12 @@ def range_test_step(
       >>> int(state.step), float(state.opt_state.hyperparams["learning_rate"])
       (1, 0.1)
     """
-    _check_key(key)
+    args.check_key(key)
     # The learning rate is only a placeholder here: step_fn overwrites it.
     ready = isinstance(optimizer, optax.GradientTransformation)
-    tx = _build_optimizer(optimizer, None if ready else 0.0, hyperparams)
+    tx = args.build_optimizer(optimizer, None if ready else 0.0, hyperparams)
     state = _create_state(adapt(model), jnp.asarray(example_input), tx, key)
-    _check_optimizer_state(state.opt_state, None)
+    args.check_optimizer_state(state.opt_state, None)
     if is_scheduled(state.opt_state, "learning_rate"):
         raise ValueError(
             "`optimizer` must inject a numeric `learning_rate` for the range test "
@@ -427,6 +308,19 @@ def evaluate(
 
     Returns:
       ``(loss, accuracy)`` as float32 scalars.
+
+    Raises:
+      ValueError: for a ``batch_size`` that is not an integer >= 1.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from clr_jax import flax as clr_flax
+      >>> state = clr_flax.create_train_state(
+      ...     nn.Dense(2), jnp.ones((1, 3)), key=jax.random.key(0), learning_rate=0.1)
+      >>> x, y = jnp.zeros((5, 3)), jnp.zeros(5, int)  # zero inputs: equal logits
+      >>> loss, accuracy = clr_flax.evaluate(state, x, y)
+      >>> round(float(loss), 4), float(accuracy)
+      (0.6931, 1.0)
     """
     batch_size = v.check_step_count("batch_size", batch_size)
     loss_fn = loss_fn or optax.softmax_cross_entropy_with_integer_labels
@@ -446,6 +340,18 @@ def ensemble_probabilities(
 
     Returns:
       float32[batch, classes] class probabilities.
+
+    Examples:
+      >>> result = clr_flax.fit(  # doctest: +SKIP
+      ...     model, data, epochs=30, batch_size=128, key=jax.random.key(0),
+      ...     learning_rate=clr_jax.triangular(0.01, 0.3, step_size=50),
+      ...     snapshot_every=100, progress=False)
+      >>> probs = clr_flax.ensemble_probabilities(  # doctest: +SKIP
+      ...     result.state, result.snapshots, data.x_test)
+
+    References:
+      Huang et al., "Snapshot Ensembles: Train 1, get M for free", 2017,
+      https://arxiv.org/abs/1704.00109.
     """
     return _ensemble_probabilities(
         snapshots.params,
@@ -490,10 +396,17 @@ def _per_seed(fn: Callable, keys: jax.Array, seeds: int | None) -> Any:
     return _stack([fn(keys[i]) for i in range(seeds)])
 
 
+@functools.partial(jax.jit, static_argnames=("seeds",))
 def _seed_keys(key: jax.Array, seeds: int | None) -> tuple[jax.Array, jax.Array]:
     """``(init_keys, data_keys)``, one per seed (a leading axis with ``seeds``)."""
-    keys = key if seeds is None else jax.random.split(key, seeds)
-    return _per_seed(lambda k: tuple(jax.random.split(k)), keys, seeds)
+
+    def split(k):
+        init_key, data_key = jax.random.split(k)
+        return init_key, data_key
+
+    if seeds is None:
+        return split(key)
+    return jax.vmap(split)(jax.random.split(key, seeds))
 
 
 def _batched(fn: Callable, seeds: int | None, in_axes: tuple) -> Callable:
@@ -520,30 +433,39 @@ def _ensemble(buffer, test, *, apply_fn, num_snapshots, seeds):
     return _batched(measure, seeds, (0,))(buffer)
 
 
-def _check_initial_state(state: Any, seeds: int | None) -> None:
-    if not isinstance(state, TrainState):
-        raise ValueError(
-            "`initial_state` must be a clr_jax.flax.TrainState (from fit or "
-            f"create_train_state); got {type(state).__name__}."
-        )
-    want = () if seeds is None else (seeds,)
-    if jnp.shape(state.step) != want:
-        raise ValueError(
-            f"`initial_state` must have step shape {want} (one per seed); got "
-            f"{jnp.shape(state.step)}."
-        )
+def _initial_states(adapter, example, tx, init_keys, seeds) -> TrainState:
+    x0 = jnp.asarray(example)
+    # A built NNX module only hands over its weights: nothing to compile.
+    create = _create_state_jit if adapter.reinitialises else _create_state
+    return _per_seed(lambda k: create(adapter, x0, tx, k), init_keys, seeds)
 
 
-def _num_snapshots(snapshot_every, total_updates: int) -> int:
-    if snapshot_every is None:
-        return 0
-    snapshot_every = v.check_step_count("snapshot_every", snapshot_every)
-    if snapshot_every > total_updates:
-        raise ValueError(
-            f"`snapshot_every` must be <= the {total_updates} updates of the run; "
-            f"got {snapshot_every}."
-        )
-    return total_updates // snapshot_every
+def _initial_carry(state: TrainState, seeds, num_snapshots: int) -> loop.Carry:
+    halted_at = jnp.full(() if seeds is None else (seeds,), -1, jnp.int32)
+    snapshots = None
+    if num_snapshots:
+        empty = functools.partial(loop.empty_snapshots, num_snapshots=num_snapshots)
+        snapshots = _batched(empty, seeds, (0,))(state)
+    return loop.Carry(state, halted_at, snapshots)
+
+
+def _epochs(run, carry, epoch_range: range, seeds, progress: bool):
+    """Runs the compiled epoch over ``epoch_range``; results stay on the device
+    (the progress bar alone reads two numbers per epoch)."""
+    bar, epoch_iter = _progress_bar(epoch_range, progress)
+    step_logs, epoch_logs = [], []
+    for epoch in epoch_iter:
+        carry, steps, epoch_log = run(carry, epoch=np.int32(epoch), seeds=seeds)
+        step_logs.append(steps)
+        epoch_logs.append(epoch_log)
+        if bar is not None:
+            bar.set_postfix(
+                loss=float(jnp.mean(epoch_log.train_loss)),
+                test_acc=float(jnp.mean(epoch_log.test_accuracy)),
+            )
+    if bar is not None:
+        bar.close()
+    return carry, step_logs, epoch_logs
 
 
 def _progress_bar(epochs: range, enabled: bool):
@@ -556,32 +478,39 @@ def _progress_bar(epochs: range, enabled: bool):
 
 
 def _history(steps: list, epochs: list, epoch_range: range, halted_at) -> History:
-    step_log = jax.tree.map(lambda *a: jnp.concatenate(a, axis=-1), *steps)
-    epoch_log = jax.tree.map(lambda *a: jnp.stack(a, axis=-1), *epochs)
-    epoch = jnp.asarray(epoch_range, jnp.int32)
+    """The host (NumPy) history, fetched once at the end of the run."""
+    steps, epochs, halted_at = jax.device_get((steps, epochs, halted_at))
+    step_log = jax.tree.map(lambda *a: np.concatenate(a, axis=-1), *steps)
+    epoch_log = jax.tree.map(lambda *a: np.stack(a, axis=-1), *epochs)
+    epoch = np.arange(epoch_range.start, epoch_range.stop, dtype=np.int32)
+    per_epoch = epoch_log._asdict()
+    policy_log = per_epoch.pop("policy_log")
     return History(
         **step_log._asdict(),
-        epoch=jnp.broadcast_to(epoch, (*jnp.shape(halted_at), len(epoch_range))),
-        **epoch_log._asdict(),
+        epoch=np.broadcast_to(epoch, (*np.shape(halted_at), len(epoch))).copy(),
+        **per_epoch,
         nonfinite_step=halted_at,
+        policy_log=policy_log,
     )
 
 
 def _seed_statistics(history: History) -> tuple[History, History]:
     def stat(fn):
-        return jax.tree.map(lambda a: fn(jnp.asarray(a, jnp.float32), axis=0), history)
+        return jax.tree.map(lambda a: fn(np.asarray(a, np.float64), axis=0), history)
 
-    return stat(jnp.mean), stat(jnp.std)
+    return stat(np.mean), stat(np.std)
 
 
 def _snapshot_ensemble(carry, test, seeds, num_snapshots) -> SnapshotEnsemble:
     buffer = carry.snapshots
-    each, ensemble, last = _ensemble(
-        buffer,
-        test,
-        apply_fn=carry.state.apply_fn,
-        num_snapshots=num_snapshots,
-        seeds=seeds,
+    each, ensemble, last = jax.device_get(
+        _ensemble(
+            buffer,
+            test,
+            apply_fn=carry.state.apply_fn,
+            num_snapshots=num_snapshots,
+            seeds=seeds,
+        )
     )
     # Drop the scratch slot (the last one) kept for steps without a snapshot.
     axis = 0 if seeds is None else 1
@@ -630,10 +559,12 @@ def fit(
     start_epoch=k)`` with ``s`` the state after ``k`` epochs repeats the
     uninterrupted run exactly.
 
-    Non-finite values: an update whose loss, parameters or BatchNorm
-    statistics are NaN/Inf is refused and training halts for that seed: the
-    state stays at the last finite one, ``history.nonfinite_step`` tells
-    where, and later steps record NaN. Nothing raises.
+    Non-finite values: an update whose loss, optimizer updates or BatchNorm
+    statistics are NaN/Inf (a NaN or infinite learning rate included) is
+    refused and training halts for that seed: the state stays at the last
+    finite one, ``history.nonfinite_step`` tells where, and later steps
+    record NaN. Nothing raises; the check is on-device and costs no select
+    over the state on a finite step.
 
     Args:
       model: a ``flax.linen.Module``, a built ``flax.nnx.Module``, or a
@@ -665,13 +596,15 @@ def fit(
         :func:`clr_jax.cosine_restarts`, so that snapshots are taken at the
         learning rate's cycle minima (Huang et al.); the ensemble's averaged
         softmax is then evaluated on the test split.
-      lr_policy: ``(state, epoch, (x_train, y_train)) -> lr``, called at the
-        start of every epoch *inside* the compiled epoch (``jnp`` code;
-        ``epoch`` is an int32 scalar, the data the device arrays). Its value
-        is written into the optimizer's injected ``learning_rate``, which
-        must then be a number, not a schedule, and holds for the whole epoch;
-        nothing recompiles. The hook for adaptive rules such as the
-        Lipschitz learning rate.
+      lr_policy: ``(state, epoch, (x_train, y_train)) -> lr``, or ``(lr,
+        log)`` with ``log`` a pytree of scalars kept per epoch in
+        ``history.policy_log``. Called at the start of every epoch *inside*
+        the compiled epoch (``jnp`` code; ``epoch`` is an int32 scalar, the
+        data the device arrays). Its rate is written into the optimizer's
+        injected ``learning_rate``, which must then be a number, not a
+        schedule, and holds for the whole epoch; nothing recompiles. The hook
+        for adaptive rules such as the Lipschitz learning rate
+        (:func:`lipschitz_policy`).
       mesh: a ``jax.sharding.Mesh`` for data-parallel training: data set and
         state are replicated on every device and each batch is split along
         ``data_axis``; XLA reduces the gradients.
@@ -680,8 +613,8 @@ def fit(
         ``seeds``). Its optimizer is used, so ``optimizer`` and the
         hyperparameters are ignored; pass the ``key`` of the first call.
       start_epoch: the number of the first epoch to run (resuming).
-      eval_batch_size: test examples per compiled chunk (default
-        ``batch_size``; the last chunk is padded and masked).
+      eval_batch_size: test examples per compiled chunk (default: the whole
+        test split up to 1024; the last chunk is padded and masked).
       progress: show a tqdm bar over epochs.
       **hyperparams: the optimizer factory's other arguments, numbers or
         schedules: ``momentum=clr_jax.cyclical_momentum(...)``, ``b1=...``,
@@ -717,57 +650,32 @@ def fit(
       Huang et al., "Snapshot Ensembles: Train 1, get M for free", 2017,
       https://arxiv.org/abs/1704.00109.
     """
-    x_train, y_train, x_test, y_test = _split_data(data)
-    epochs = v.check_step_count("epochs", epochs)
-    start_epoch = v.check_step_count("start_epoch", start_epoch, minimum=0)
-    if start_epoch >= epochs:
-        raise ValueError(
-            f"`start_epoch` must be < epochs ({epochs}); got {start_epoch}."
-        )
-    batch_size = v.check_step_count("batch_size", batch_size)
-    if batch_size > len(y_train):
-        raise ValueError(
-            f"`batch_size` must be <= the {len(y_train)} training examples; got "
-            f"{batch_size}."
-        )
-    eval_batch_size = v.check_step_count(
-        "eval_batch_size", batch_size if eval_batch_size is None else eval_batch_size
+    x_train, y_train, x_test, y_test = args.split_data(data)
+    epochs, start_epoch, batch_size = args.check_counts(
+        epochs, start_epoch, batch_size, len(y_train)
     )
-    _check_key(key)
+    args.check_key(key)
     adapter = adapt(model)
-    seeds = _check_seeds(seeds, adapter.reinitialises or initial_state is not None)
-    num_snapshots = _num_snapshots(
-        snapshot_every, epochs * (len(y_train) // batch_size)
-    )
+    seeds = args.check_seeds(seeds, adapter.reinitialises or initial_state is not None)
+    placement, shards = args.placement(mesh, data_axis, batch_size)
+    eval_chunk = args.eval_chunk(eval_batch_size, len(y_test), shards)
+    updates = epochs * (len(y_train) // batch_size)
+    snapshot_every, num_snapshots = args.snapshots(snapshot_every, updates)
     init_keys, data_keys = _seed_keys(key, seeds)
 
     if initial_state is None:
-        tx = _build_optimizer(optimizer, learning_rate, hyperparams)
-        x0 = jnp.asarray(x_train[:1])
-        create = functools.partial(_create_state, adapter, x0, tx)
-        state = _per_seed(create, init_keys, seeds)
+        tx = args.build_optimizer(optimizer, learning_rate, hyperparams)
+        state = _initial_states(adapter, x_train[:1], tx, init_keys, seeds)
     else:
-        _check_initial_state(initial_state, seeds)
+        args.check_initial_state(initial_state, seeds)
         state = initial_state
-    _check_optimizer_state(state.opt_state, lr_policy)
+    args.check_optimizer_state(state.opt_state, lr_policy)
 
-    train = (jnp.asarray(x_train), jnp.asarray(y_train))
-    test = loop.chunk_test_set(x_test, y_test, min(eval_batch_size, len(y_test)))
-    halted_at = jnp.full(() if seeds is None else (seeds,), -1, jnp.int32)
-    snapshots = None
-    if num_snapshots:
-        empty = functools.partial(loop.empty_snapshots, num_snapshots=num_snapshots)
-        snapshots = _batched(empty, seeds, (0,))(state)
-    carry = loop.Carry(state, halted_at, snapshots)
-    placement = loop.NO_PLACEMENT
-    if mesh is not None:
-        sizes = {"batch_size": batch_size, "eval_batch_size": test.labels.shape[1]}
-        replicated, batch_sharding = _mesh_sharding(mesh, data_axis, sizes)
-        placement = loop.Placement(batch_sharding, replicated)
-        carry, train, test, data_keys = jax.device_put(
-            (carry, train, test, data_keys), replicated
-        )
-
+    carry = _initial_carry(state, seeds, num_snapshots)
+    train = (x_train, y_train)
+    test = loop.chunk_test_set(x_test, y_test, eval_chunk)
+    # On the device once (replicated over a mesh), not at every epoch's call.
+    carry, train, test, data_keys = placement.put((carry, train, test, data_keys))
     config = loop.EpochConfig(
         loss_fn=loss_fn or optax.softmax_cross_entropy_with_integer_labels,
         batch_size=batch_size,
@@ -776,24 +684,11 @@ def fit(
         lr_policy=lr_policy,
         placement=placement,
     )
-    run = functools.partial(_run_epoch, config=config, seeds=seeds)
-
+    run = functools.partial(
+        _run_epoch, data_keys=data_keys, train=train, test=test, config=config
+    )
     epoch_range = range(start_epoch, epochs)
-    bar, epoch_iter = _progress_bar(epoch_range, progress)
-    step_logs, epoch_logs = [], []
-    for epoch in epoch_iter:
-        carry, steps, epoch_log = run(
-            carry, data_keys, jnp.asarray(epoch, jnp.int32), train, test
-        )
-        step_logs.append(steps)
-        epoch_logs.append(epoch_log)
-        if bar is not None:
-            bar.set_postfix(
-                loss=float(jnp.mean(epoch_log.train_loss)),
-                test_acc=float(jnp.mean(epoch_log.test_accuracy)),
-            )
-    if bar is not None:
-        bar.close()
+    carry, step_logs, epoch_logs = _epochs(run, carry, epoch_range, seeds, progress)
 
     history = _history(step_logs, epoch_logs, epoch_range, carry.halted_at)
     ensemble = None

@@ -163,6 +163,12 @@ def test_fit_loss_falls_and_history_records_schedules(name, digits):
     assert result.snapshots is None and result.mean is None
 
 
+def test_progress_bar_counts_epochs(digits, capsys):
+    run("linen-mlp", digits, epochs=2, progress=True)  # reuses the compiled epoch
+    err = capsys.readouterr().err
+    assert "fit" in err and "2/2" in err and "test_acc" in err
+
+
 def test_vmapped_seeds_equal_seeds_run_one_by_one(digits):
     seeds = 3
     together = run("nnx-cnn", digits, epochs=2, seeds=seeds)
@@ -268,6 +274,21 @@ def test_nonfinite_update_halts_and_keeps_the_last_finite_state(digits):
     assert np.all(np.isfinite(history.test_loss))  # the frozen, finite state
 
 
+def test_a_nan_learning_rate_from_the_policy_halts_training(digits):
+    def policy(state, epoch, train):  # e.g. 1/K with K = 0 in the second epoch
+        return jnp.where(epoch == 1, jnp.nan, 0.05)
+
+    result = run("nnx-cnn", digits, learning_rate=0.05, momentum=0.9, lr_policy=policy)
+    history = result.history
+    # Halted before the first update of epoch 1, with the last finite state.
+    assert int(history.nonfinite_step) == 5
+    assert int(result.state.step) == 5
+    assert np.all(np.isfinite(history.loss[:5]))
+    assert np.all(np.isnan(history.loss[5:]) & np.isnan(history.learning_rate[5:]))
+    assert result.state.opt_state.hyperparams["learning_rate"] == np.float32(0.05)
+    assert all(np.all(np.isfinite(leaf)) for leaf in leaves(result.state.params))
+
+
 def test_the_epoch_is_compiled_once_whatever_the_number_of_epochs(digits):
     traces = []
 
@@ -278,8 +299,9 @@ def test_the_epoch_is_compiled_once_whatever_the_number_of_epochs(digits):
 
         return loss_fn
 
-    def policy(state, epoch, train):
-        return 0.05 / (1.0 + epoch)
+    def policy(state, epoch, train):  # a rate, and a log kept per epoch
+        lr = 0.05 / (1.0 + epoch)
+        return lr, {"lr": lr, "step": state.step}
 
     settings = dict(lr_policy=policy, learning_rate=0.05, momentum=0.9)
 
@@ -297,6 +319,8 @@ def test_the_epoch_is_compiled_once_whatever_the_number_of_epochs(digits):
     lrs = np.asarray(result.history.learning_rate).reshape(4, 5)
     expected = np.broadcast_to((0.05 / (1.0 + np.arange(4)))[:, None], (4, 5))
     np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    np.testing.assert_allclose(result.history.policy_log["lr"], expected[:, 0], 1e-6)
+    np.testing.assert_array_equal(result.history.policy_log["step"], [0, 5, 10, 15])
 
 
 # ---------------------------------------------------------------------------
