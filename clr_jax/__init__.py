@@ -6,6 +6,7 @@ Schedules are pure ``optax.Schedule`` functions (``count -> value``, where
     optimizer = optax.sgd(clr_jax.triangular(1e-3, 6e-3, step_size=2000))
 """
 
+from clr_jax import data
 from clr_jax.inject import with_schedules
 from clr_jax.lipschitz import (
     OutputTargetNorms,
@@ -48,6 +49,7 @@ __all__ = [
     "cosine_restarts",
     "cyclical",
     "cyclical_momentum",
+    "data",
     "exp_range",
     "lipschitz_constant",
     "lipschitz_lr",
