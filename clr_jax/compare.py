@@ -266,7 +266,10 @@ def write_range_test(result, summary: dict, out: Path, *, title: str) -> list[Pa
     paths.append(out / "range_test_bounds.json")
     with warnings.catch_warnings():  # the summary already reported them
         warnings.simplefilter("ignore", clr_jax.RangeTestWarning)
-        close(result.plot(path=str(paths[0]), title=title))
+        plot = result.plot(
+            path=str(paths[0]), title=title, metric_name="mini-batch accuracy"
+        )
+        close(plot)
     result.save_json(paths[1])
     result.save_csv(paths[2])
     write_json(paths[3], summary)

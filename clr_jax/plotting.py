@@ -47,6 +47,7 @@ def plot_range_test(
     band: Literal["minmax", "std"] = "minmax",
     labels: Sequence[str] | None = None,
     title: str | None = None,
+    metric_name: str = "metric",
     path: str | None = None,
 ):
     """Loss against learning rate, with suggestions, bounds and a metric panel.
@@ -71,6 +72,7 @@ def plot_range_test(
       band: the band of a many-sweep result, ``'minmax'`` or ``'std'``.
       labels: one label per sweep, to draw each sweep as its own line.
       title: title of the loss panel.
+      metric_name: label of the metric panel's axis (e.g. ``'accuracy'``).
       path: when given, the figure is saved there (e.g. ``'lr_find.png'``).
 
     Returns:
@@ -121,7 +123,7 @@ def plot_range_test(
             _mark_suggestions(loss_ax, marked, suggestions)
             if show_bounds:
                 _shade_bounds([loss_ax, metric_ax], marked)
-    _finish_axes(loss_ax, metric_ax, result, title)
+    _finish_axes(loss_ax, metric_ax, result, title, metric_name)
     fig = loss_ax.figure
     if path is not None:
         fig.savefig(path, bbox_inches="tight")
@@ -220,7 +222,7 @@ def _shade_bounds(axes, result) -> None:
         ax.axvspan(base_lr, max_lr, color="gray", alpha=0.15, lw=0, label=label)
 
 
-def _finish_axes(loss_ax, metric_ax, result, title) -> None:
+def _finish_axes(loss_ax, metric_ax, result, title, metric_name) -> None:
     lrs = np.asarray(result.lrs)
     log_x = bool(np.all(lrs > 0))
     for ax in (loss_ax, metric_ax):
@@ -236,7 +238,7 @@ def _finish_axes(loss_ax, metric_ax, result, title) -> None:
         loss_ax.set_title(title)
     bottom = metric_ax if metric_ax is not None else loss_ax
     if metric_ax is not None:
-        metric_ax.set_ylabel("metric")
+        metric_ax.set_ylabel(metric_name)
     bottom.set_xlabel("learning rate")
 
 
