@@ -1,0 +1,58 @@
+"""with_schedules: scheduled LR and momentum, float32 hyperparameters."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import clr_jax
+
+
+def _run(opt, params, steps):
+    def step(carry, _):
+        params, state = carry
+        grads = jax.tree.map(jnp.ones_like, params)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), state.hyperparams
+
+    return jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+
+
+@pytest.mark.parametrize(
+    ("factory", "name"), [(optax.sgd, "momentum"), (optax.adam, "b1")]
+)
+def test_bfloat16_params_keep_float32_hyperparams_and_stable_state(factory, name):
+    params = {"w": jnp.ones((4,), jnp.bfloat16)}
+    momentum = clr_jax.cyclical_momentum(0.9, 0.999, step_size=3)
+    opt = clr_jax.with_schedules(
+        factory, learning_rate=clr_jax.triangular(1e-3, 1e-2, 3), **{name: momentum}
+    )
+    (new_params, state), hyper = _run(opt, params, steps=7)  # a scan: stable carry
+    assert hyper[name].dtype == jnp.float32
+    np.testing.assert_allclose(hyper[name], momentum(jnp.arange(7)), rtol=1e-7)
+    assert float(hyper[name][0]) == pytest.approx(0.999, abs=1e-7)
+    assert new_params["w"].dtype == jnp.bfloat16
+    init_dtypes = jax.tree.map(lambda x: x.dtype, opt.init(params))
+    assert jax.tree.map(lambda x: x.dtype, state) == init_dtypes
+
+
+def test_plain_inject_hyperparams_rounds_momentum_in_bfloat16():
+    # The trap with_schedules exists for: optax casts to the params' dtype.
+    params = jnp.ones((2,), jnp.bfloat16)
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.999)
+    assert float(opt.init(params).hyperparams["momentum"]) == 1.0
+
+
+def test_float32_updates_equal_plain_optax():
+    lr = clr_jax.one_cycle(0.1, 50)
+    mom = clr_jax.one_cycle_momentum(50)
+    params = {"w": jnp.linspace(-1.0, 1.0, 5)}
+    ours = clr_jax.with_schedules(optax.sgd, learning_rate=lr, momentum=mom)
+    plain = optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=mom)
+    (p_ours, _), h_ours = _run(ours, params, steps=20)
+    (p_plain, _), h_plain = _run(plain, params, steps=20)
+    np.testing.assert_array_equal(p_ours["w"], p_plain["w"])
+    np.testing.assert_array_equal(h_ours["learning_rate"], h_plain["learning_rate"])
