@@ -446,6 +446,22 @@ def test_traced_cycle_mult_matches_concrete():
         )
 
 
+def test_vmap_over_gamma_and_pct_start():
+    counts = jnp.arange(0, 200, 7, dtype=jnp.int32)
+    gammas = jnp.asarray([0.99, 0.995, 1.0])
+    got = jax.jit(jax.vmap(lambda g: clr_jax.exp_range(0.1, 1.0, 10, g)(counts)))(
+        gammas
+    )
+    for row, g in zip(got, (0.99, 0.995, 1.0), strict=True):
+        want = ref.exp_range(np.asarray(counts), 0.1, 1.0, 10, g)
+        np.testing.assert_allclose(row, want, rtol=2e-6)
+    pcts = jnp.asarray([0.2, 0.3, 0.45])
+    got = jax.vmap(lambda p: clr_jax.one_cycle(0.1, 100, pct_start=p)(counts))(pcts)
+    for row, p in zip(got, (0.2, 0.3, 0.45), strict=True):
+        want = ref.one_cycle(np.asarray(counts), 0.1, 100, pct_start=p)
+        np.testing.assert_allclose(row, want, rtol=1e-5, atol=1e-7)
+
+
 def test_step_size_for():
     assert clr_jax.step_size_for(50_000, 100) == 2000
     assert clr_jax.step_size_for(1797, 128, epochs=2) == 30
