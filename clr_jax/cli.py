@@ -129,6 +129,21 @@ def _comparison_files(out: Path) -> dict[str, Path]:
     }
 
 
+def _range_test_stage(setup: Setup, args, out: Path, *, announce: str, title: str):
+    """Step 1 of compare and demo: the range test, printed and written out.
+
+    Returns the summary (suggestions, bounds) and the files written.
+    """
+    say(
+        f"[1/3] {announce}: {args.steps} iterations, lr {args.start_lr:g} to "
+        f"{args.end_lr:g}"
+    )
+    result = run_range_test(setup, args)
+    summary = range_test_summary(result, args)
+    _print_range_test(summary)
+    return summary, write_range_test(result, summary, out, title=title)
+
+
 def _cmd_compare(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     _apply_smoke(args, epochs=2, seeds=2, grid_size=2, steps=100, half_cycle=0.5)
@@ -137,14 +152,9 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     out = _prepare_out(args.out)
     names = args.policies or list(POLICIES)
     say(f"clr-jax compare on digits: {_describe(setup)}")
-    say(
-        f"[1/3] range test: {args.steps} iterations, lr {args.start_lr:g} to "
-        f"{args.end_lr:g}"
+    summary, _ = _range_test_stage(
+        setup, args, out, announce="range test", title=f"range test: {args.model}"
     )
-    result = run_range_test(setup, args)
-    summary = range_test_summary(result, args)
-    _print_range_test(summary)
-    write_range_test(result, summary, out, title=f"range test: {args.model}")
     context = policy_context(setup, summary, step_size)
     grid = np.geomspace(context.base_lr, context.max_lr, args.grid_size).tolist()
     say(
@@ -193,14 +203,13 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     out = _prepare_out(args.out)
     say("clr-jax demo: cyclical learning rates on scikit-learn's digits")
     say(f"  {_describe(setup)}")
-    say(
-        f"[1/3] LR range test: {args.steps} iterations while the rate grows "
-        f"from {args.start_lr:g} to {args.end_lr:g}"
+    summary, rt_paths = _range_test_stage(
+        setup,
+        args,
+        out,
+        announce="LR range test, the rate growing every iteration",
+        title="range test: digits",
     )
-    result = run_range_test(setup, args)
-    summary = range_test_summary(result, args)
-    _print_range_test(summary)
-    rt_paths = write_range_test(result, summary, out, title="range test: digits")
     context = policy_context(setup, summary, step_size)
     fixed_lr = math.sqrt(context.base_lr * context.max_lr)
     say(
