@@ -29,6 +29,8 @@ from flax import linen as nn
 from flax import nnx
 from flax.training import train_state
 
+from clr_jax.inject import get_hyperparam, has_hyperparam, is_scheduled, set_hyperparam
+
 __all__ = [
     "Adapter",
     "TrainState",
@@ -205,70 +207,6 @@ def _is_plain_callable(model: Any) -> bool:
     return callable(model) and not isinstance(
         model, type | optax.GradientTransformation
     )
-
-
-# ---------------------------------------------------------------------------
-# Injected hyperparameters
-# ---------------------------------------------------------------------------
-
-_INJECTED = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
-
-
-def _is_injected(node: Any) -> bool:
-    return isinstance(node, _INJECTED)
-
-
-def _injected_states(opt_state: Any) -> list[Any]:
-    leaves = jax.tree.leaves(opt_state, is_leaf=_is_injected)
-    return [leaf for leaf in leaves if _is_injected(leaf)]
-
-
-def _owner(opt_state: Any, name: str) -> Any | None:
-    """The first injected state (in tree order) holding hyperparameter ``name``."""
-    for state in _injected_states(opt_state):
-        if name in state.hyperparams:
-            return state
-    return None
-
-
-def has_hyperparam(opt_state: Any, name: str) -> bool:
-    """Whether ``opt_state`` holds an injected hyperparameter ``name``."""
-    return _owner(opt_state, name) is not None
-
-
-def is_scheduled(opt_state: Any, name: str) -> bool:
-    """Whether injected hyperparameter ``name`` is recomputed by a schedule."""
-    owner = _owner(opt_state, name)
-    return owner is not None and name in getattr(owner, "hyperparams_states", {})
-
-
-def get_hyperparam(opt_state: Any, name: str, default: Any = None) -> Any:
-    """The value of injected hyperparameter ``name`` (the first one found)."""
-    owner = _owner(opt_state, name)
-    return default if owner is None else owner.hyperparams[name]
-
-
-def set_hyperparam(opt_state: Any, name: str, value: Any) -> Any:
-    """``opt_state`` with injected hyperparameter ``name`` set to ``value``.
-
-    The value keeps the stored dtype and shape, so a compiled step that calls
-    this never recompiles.
-    """
-    owner = _owner(opt_state, name)
-    if owner is None:
-        raise ValueError(
-            f"the optimizer state has no injected hyperparameter `{name}`; build "
-            "the optimizer with optax.inject_hyperparams or clr_jax.with_schedules."
-        )
-    old = owner.hyperparams[name]
-    new = jnp.asarray(value, old.dtype).reshape(old.shape)
-
-    def replace(node):
-        if node is owner:
-            return node._replace(hyperparams={**node.hyperparams, name: new})
-        return node
-
-    return jax.tree.map(replace, opt_state, is_leaf=_is_injected)
 
 
 # ---------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 from clr_jax import _validation as v
 from clr_jax import schedules
 from clr_jax.data import batch_indices, num_examples, take
-from clr_jax.inject import with_schedules
+from clr_jax.inject import set_hyperparam, with_schedules
 from clr_jax.range_result import BoundsReport, RangeTestResult, RangeTestWarning
 
 __all__ = [
@@ -877,10 +877,7 @@ class _OptaxStep:
         return SweepState(params, self.transform(**hyperparams).init(params))
 
     def __call__(self, state: SweepState, batch, lr):
-        opt_state = state.opt_state
-        old_lr = opt_state.hyperparams["learning_rate"]
-        hyperparams = dict(opt_state.hyperparams, learning_rate=lr.astype(old_lr.dtype))
-        opt_state = opt_state._replace(hyperparams=hyperparams)
+        opt_state = set_hyperparam(state.opt_state, "learning_rate", lr)
         grad_fn = jax.value_and_grad(self.loss_fn, has_aux=self.has_aux)
         loss, grads = grad_fn(state.params, batch)
         loss = loss[0] if self.has_aux else loss

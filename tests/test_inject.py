@@ -56,3 +56,20 @@ def test_float32_updates_equal_plain_optax():
     (p_plain, _), h_plain = _run(plain, params, steps=20)
     np.testing.assert_array_equal(p_ours["w"], p_plain["w"])
     np.testing.assert_array_equal(h_ours["learning_rate"], h_plain["learning_rate"])
+
+
+def test_get_and_set_hyperparam_inside_a_chained_state():
+    from clr_jax.inject import get_hyperparam, is_scheduled, set_hyperparam
+
+    opt = optax.chain(
+        optax.clip(1.0),
+        clr_jax.with_schedules(optax.sgd, learning_rate=0.1, momentum=0.9),
+    )
+    state = opt.init(jnp.zeros(3, jnp.bfloat16))
+    state = set_hyperparam(state, "learning_rate", 0.25)
+    lr = get_hyperparam(state, "learning_rate")
+    assert lr.dtype == jnp.float32 and float(lr) == 0.25
+    assert not is_scheduled(state, "learning_rate")
+    assert get_hyperparam(state, "b1", default="absent") == "absent"
+    with pytest.raises(ValueError, match="`b1`"):
+        set_hyperparam(state, "b1", 0.9)
