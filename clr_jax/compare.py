@@ -73,10 +73,10 @@ class PolicyContext(NamedTuple):
     max_lr: float
     step_size: int
     total_steps: int
-    batch_size: int = 1
-    num_classes: int = 10
-    momentum: float = 0.0
-    feature_fn: Callable | None = None
+    batch_size: int
+    num_classes: int
+    momentum: float
+    feature_fn: Callable
 
 
 class PolicySpec(NamedTuple):
