@@ -15,8 +15,8 @@ import optax
 
 from clr_jax import _flax_loop as loop
 from clr_jax import _validation as v
-from clr_jax._flax_state import TrainState, has_hyperparam, is_scheduled
-from clr_jax.inject import with_schedules
+from clr_jax._flax_state import TrainState
+from clr_jax.inject import has_hyperparam, is_scheduled, with_schedules
 
 
 def build_optimizer(

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from clr_jax import _validation as v
-from clr_jax._flax_state import get_hyperparam
+from clr_jax.inject import get_hyperparam
 from clr_jax.lipschitz import (
     lipschitz_constant,
     max_weight_norm,

@@ -21,10 +21,9 @@ from clr_jax._flax_state import (
     LossFn,
     TrainState,
     all_finite,
-    get_hyperparam,
     loss_and_grads,
-    set_hyperparam,
 )
+from clr_jax.inject import get_hyperparam, set_hyperparam
 
 __all__ = [
     "NO_PLACEMENT",

@@ -29,8 +29,6 @@ from flax import linen as nn
 from flax import nnx
 from flax.training import train_state
 
-from clr_jax.inject import get_hyperparam, has_hyperparam, is_scheduled, set_hyperparam
-
 __all__ = [
     "Adapter",
     "TrainState",
@@ -39,11 +37,7 @@ __all__ = [
     "all_finite",
     "create_train_state",
     "create_train_state_jit",
-    "get_hyperparam",
-    "has_hyperparam",
-    "is_scheduled",
     "loss_and_grads",
-    "set_hyperparam",
     "train_step",
 ]
 

@@ -40,15 +40,10 @@ from clr_jax import _flax_args as args
 from clr_jax import _flax_loop as loop
 from clr_jax import _validation as v
 from clr_jax._flax_lipschitz import adamo, lipschitz_policy, with_inverse_time_decay
-from clr_jax._flax_state import (
-    TrainState,
-    adapt,
-    is_scheduled,
-    set_hyperparam,
-    train_step,
-)
+from clr_jax._flax_state import TrainState, adapt, train_step
 from clr_jax._flax_state import create_train_state as _create_state
 from clr_jax._flax_state import create_train_state_jit as _create_state_jit
+from clr_jax.inject import is_scheduled, set_hyperparam
 
 __all__ = [
     "FitResult",
