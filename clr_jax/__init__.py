@@ -7,7 +7,7 @@ Schedules are pure ``optax.Schedule`` functions (``count -> value``, where
 """
 
 from clr_jax import data
-from clr_jax.inject import with_schedules
+from clr_jax.inject import get_hyperparam, set_hyperparam, with_schedules
 from clr_jax.lipschitz import (
     OutputTargetNorms,
     lipschitz_constant,
@@ -18,6 +18,7 @@ from clr_jax.lipschitz import (
 )
 from clr_jax.range_test import (
     BoundsReport,
+    RangeTestConfig,
     RangeTestResult,
     RangeTestWarning,
     SweepState,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BoundsReport",
     "OutputTargetNorms",
+    "RangeTestConfig",
     "RangeTestResult",
     "RangeTestWarning",
     "SweepState",
@@ -51,6 +53,7 @@ __all__ = [
     "cyclical_momentum",
     "data",
     "exp_range",
+    "get_hyperparam",
     "lipschitz_constant",
     "lipschitz_lr",
     "lr_sweep",
@@ -61,6 +64,7 @@ __all__ = [
     "penultimate_norm",
     "range_test",
     "range_test_with_step",
+    "set_hyperparam",
     "step_size_for",
     "triangular",
     "triangular2",

@@ -11,7 +11,7 @@ layer), measured on the training set with the current weights; ``c_loss``
 depends on the loss and the batch size ``m``; ``lambda max||w||`` is the
 term an L2 penalty adds.
 
-Two layers, split so that a training loop can compose them:
+Three layers, split so that a training loop can compose them:
 
 * formulas, pure ``jnp`` and traceable (``jit``/``vmap`` over ``k_z``,
   ``max_weight_norm``, ``weight_decay``, ...): :func:`lipschitz_constant`,
@@ -19,7 +19,12 @@ Two layers, split so that a training loop can compose them:
 * estimators, each one compiled ``lax.scan`` over the training set in
   consecutive ``batch_size`` chunks: :func:`penultimate_norm` (``K_z``),
   :func:`output_target_norms` (``K_a`` and ``||y||`` for MSE) and
-  :func:`max_weight_norm`.
+  :func:`max_weight_norm`;
+* the optimizers of the authors' code, pure optax: :func:`adamo` (dampened
+  momentum) and :func:`with_inverse_time_decay` (Keras' ``decay=``).
+
+The per-epoch policy that puts these together inside ``fit`` is
+:func:`clr_jax.flax.lipschitz_policy`.
 
 Provenance: the softmax cross-entropy, binary cross-entropy and MSE
 constants, the L2 term, and ``K_z`` as the largest Frobenius norm over
@@ -37,23 +42,27 @@ References:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from clr_jax import _validation as v
 
 __all__ = [
     "LOSSES",
     "OutputTargetNorms",
+    "adamo",
     "lipschitz_constant",
     "lipschitz_lr",
     "max_weight_norm",
     "output_target_norms",
     "penultimate_norm",
+    "with_inverse_time_decay",
 ]
 
 Loss = Literal["softmax_ce", "binary_ce", "mse", "mae"]
@@ -524,3 +533,58 @@ def max_weight_norm(tree: Any) -> jax.Array:
     if not norms:
         return jnp.zeros((), jnp.float32)
     return functools.reduce(jnp.maximum, norms)
+
+
+# ---------------------------------------------------------------------------
+# Optimizers of the authors' code (pure optax)
+# ---------------------------------------------------------------------------
+
+
+def adamo(learning_rate, momentum: float = 0.9) -> optax.GradientTransformation:
+    r"""SGD with dampened momentum, as the authors' "AdaMo" optimizer.
+
+    .. math:: v \leftarrow \beta v + (1 - \beta) g, \qquad w \leftarrow w - lr\,v
+
+    (an EMA of the gradients without bias correction, unlike ``optax.sgd``'s
+    heavy-ball ``v <- beta v + g``).
+
+    Args:
+      learning_rate: a number or schedule.
+      momentum: ``beta`` in [0, 1).
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    v.check_interval("momentum", momentum, 0.0, 1.0, closed_low=True, closed_high=False)
+    return optax.chain(
+        optax.ema(momentum, debias=False), optax.scale_by_learning_rate(learning_rate)
+    )
+
+
+def with_inverse_time_decay(optimizer: Callable[..., Any], decay: float):
+    r"""``optimizer`` with Keras' per-update inverse-time decay on top.
+
+    .. math:: lr_t = lr / (1 + d \cdot t)
+
+    with ``t`` the update count, which is what Keras' ``SGD(decay=d)`` does and
+    what the Lipschitz paper's code ran with (its "WD" column). The injected
+    ``learning_rate`` (and ``fit``'s logged LR) stays the undecayed ``1 / K``.
+
+    Args:
+      optimizer: an optax factory taking ``learning_rate``.
+      decay: ``d >= 0``.
+
+    Returns:
+      A factory with the same arguments.
+    """
+    v.check_non_negative("decay", decay)
+
+    def factory(learning_rate, **hyperparams):
+        return optax.chain(
+            optimizer(learning_rate=learning_rate, **hyperparams),
+            optax.scale_by_schedule(lambda t: 1.0 / (1.0 + decay * t)),
+        )
+
+    # optax.inject_hyperparams binds arguments by the factory's signature.
+    factory.__signature__ = inspect.signature(optimizer)
+    return factory

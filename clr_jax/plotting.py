@@ -1,8 +1,9 @@
-"""Plots of clr_jax results, drawn with matplotlib.
+"""The library's figures, drawn with matplotlib: the range-test curve.
 
-The only module that uses matplotlib, and only inside its functions, so that
-``import clr_jax`` needs jax, optax and numpy alone. Install the extra with
-``pip install 'clr-jax[plot]'``.
+matplotlib is imported inside the functions only, so that ``import
+clr_jax`` needs jax, optax and numpy alone. Install the extra with ``pip
+install 'clr-jax[plot]'``. (The figures of the command line's experiments
+live with them, in ``clr_jax.cli._report``.)
 """
 
 from __future__ import annotations
@@ -256,123 +257,3 @@ def _clip_loss_axis(ax, result) -> None:
     low = finite.min()
     span = max(top - low, 1e-12)
     ax.set_ylim(low - 0.1 * span, top + 0.3 * span)
-
-
-# ---------------------------------------------------------------------------
-# Policy comparison (Smith 2017, Figure 1): test accuracy against iteration
-# ---------------------------------------------------------------------------
-
-__all__ += ["plot_policy_comparison"]
-
-
-def plot_policy_comparison(
-    iterations: Any,
-    curves: Any,
-    *,
-    target: float | None = None,
-    learning_rates: Any = None,
-    title: str | None = None,
-    path: str | None = None,
-):
-    """Seed-mean test accuracy of each policy against the iteration, with bands.
-
-    The plot of Smith's Figure 1: one line per policy (the mean over seeds of
-    the test accuracy measured at the end of each epoch) inside a band of
-    ± one standard deviation over seeds. A dotted line marks ``target``, the
-    accuracy the policies race to (the fixed-rate baseline's final
-    accuracy). With ``learning_rates``, a lower panel shows each policy's
-    rate per update on a log scale.
-
-    Args:
-      iterations: the update count at which each accuracy was measured,
-        shape ``[epochs]``.
-      curves: a mapping ``name -> (mean, std)`` of arrays of shape
-        ``[epochs]``, drawn in order.
-      target: an accuracy to mark with a horizontal line, or ``None``.
-      learning_rates: a mapping ``name -> rate per update`` (a subset of the
-        names of ``curves``), or ``None`` for the accuracy panel only.
-      title: title of the accuracy panel.
-      path: when given, the figure is saved there.
-
-    Returns:
-      The matplotlib ``Figure``.
-
-    Raises:
-      ValueError: when a curve's length differs from ``iterations``.
-
-    Examples:
-      >>> import numpy as np
-      >>> steps = np.arange(1, 6) * 10
-      >>> acc = np.linspace(0.5, 0.9, 5)
-      >>> fig = plot_policy_comparison(
-      ...     steps, {"fixed": (acc, 0 * acc), "clr": (acc + 0.05, 0.01 + 0 * acc)},
-      ...     target=0.9)
-      >>> len(fig.axes)
-      1
-    """
-    iterations = np.asarray(iterations)
-    for name, (mean, std) in curves.items():
-        if np.shape(mean) != iterations.shape or np.shape(std) != iterations.shape:
-            raise ValueError(
-                f"`curves[{name!r}]` must hold a mean and a std of shape "
-                f"{iterations.shape} (one per iteration); got {np.shape(mean)} and "
-                f"{np.shape(std)}."
-            )
-    plt = _pyplot()
-    rows = 1 if learning_rates is None else 2
-    fig, axes = plt.subplots(
-        rows,
-        1,
-        sharex=True,
-        figsize=(7.5, 4.2 + 2.4 * (rows - 1)),
-        squeeze=False,
-        height_ratios=[2.2, 1.0][:rows],
-    )
-    acc_ax = axes[0, 0]
-    colors = {}
-    for name, (mean, std) in curves.items():
-        mean, std = np.asarray(mean, float), np.asarray(std, float)
-        (line,) = acc_ax.plot(iterations, mean, lw=1.6, label=name)
-        colors[name] = line.get_color()
-        acc_ax.fill_between(
-            iterations, mean - std, mean + std, color=colors[name], alpha=0.15, lw=0
-        )
-    if target is not None:
-        acc_ax.axhline(
-            target, color="black", ls=":", lw=1, label=f"baseline final {target:.4f}"
-        )
-    _zoom_on_accuracy(acc_ax, curves, target)
-    acc_ax.set_ylabel("test accuracy (mean ± std over seeds)")
-    acc_ax.grid(True, alpha=0.3)
-    acc_ax.legend(fontsize="small", loc="lower right", ncol=2)
-    if title is not None:
-        acc_ax.set_title(title)
-    bottom = acc_ax
-    if learning_rates is not None:
-        bottom = axes[1, 0]
-        for name, lrs in learning_rates.items():
-            lrs = np.asarray(lrs, float)
-            steps = np.arange(1, len(lrs) + 1)
-            bottom.plot(steps, lrs, lw=0.9, color=colors.get(name))
-        bottom.set_yscale("log")
-        bottom.set_ylabel("learning rate")
-        bottom.grid(True, which="both", alpha=0.3)
-    bottom.set_xlabel("iteration")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, bbox_inches="tight", dpi=120)
-    return fig
-
-
-def _zoom_on_accuracy(ax, curves, target) -> None:
-    """Shows the race near the top rather than the first epochs' low accuracy."""
-    finals = [float(np.asarray(mean)[-1]) for mean, _ in curves.values()]
-    finals = [f for f in finals if np.isfinite(f)]
-    if target is not None:
-        finals.append(target)
-    if not finals:
-        return
-    top = max(finals)
-    low = min(finals)
-    span = max(top - low, 0.01)
-    ax.set_ylim(max(0.0, low - 4.0 * span), min(1.0, top + span))

@@ -2,7 +2,7 @@
 
 A thin script over ``clr-jax compare`` (:mod:`clr_jax.cli`): a range test
 gives the bounds; a fixed-rate baseline (the best of a small grid between
-them) and every policy of ``clr_jax.compare.POLICIES`` are trained over several
+them) and every policy of ``clr_jax.cli._compare.POLICIES`` are trained over several
 seeds, each policy as one vmapped program; the iterations each policy needs
 to reach the baseline's final accuracy, the speed-up, the final accuracy and
 the snapshot ensemble go to ``results.md``/``results.json``, and the

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import clr_jax
-from clr_jax import cli, compare
+from clr_jax import cli
+from clr_jax.cli import _report
 
 for _extra in ("flax", "matplotlib", "sklearn"):
     pytest.importorskip(_extra)
@@ -136,7 +137,7 @@ def test_compare_scores_policies_against_the_best_fixed_rate(tmp_path, capsys):
         assert f"| {name} |" in table
     assert "iterations to" in table and "Fixed-rate grid" in table
     assert (tmp_path / "accuracy_vs_iteration.png").stat().st_size > 0
-    assert compare.format_table(results) in capsys.readouterr().out
+    assert _report.format_table(results) in capsys.readouterr().out
 
 
 def test_format_table_says_never_and_leaves_missing_ensembles_blank():
@@ -154,7 +155,7 @@ def test_format_table_says_never_and_leaves_missing_ensembles_blank():
             "slow": run | {"iterations_to_target": None, "speedup": None},
         },
     }
-    rows = compare.format_table(results).splitlines()
+    rows = _report.format_table(results).splitlines()
     assert "iterations to 95.00%" in rows[0]
     assert rows[2] == "| fixed | s | 84 | 1.00x | 90.00 ± 1.00% | — |"
     assert rows[3] == "| slow | s | never | — | 90.00 ± 1.00% | — |"
@@ -169,7 +170,7 @@ def test_format_table_says_never_and_leaves_missing_ensembles_blank():
     "argv, message",
     [
         (["compare", "--batch-size", "5000"], "`--batch-size` must be <="),
-        (["range-test", "--start-lr", "1", "--end-lr", "0.5"], "`end_lr` must be >"),
+        (["range-test", "--start-lr", "1", "--end-lr", "0.5"], "`--end-lr` must be >"),
         (
             ["compare", "--epochs", "4", "--half-cycle-epochs", "3", "--steps", "120"],
             "`--half-cycle-epochs` must leave at least one whole cycle",

@@ -71,7 +71,7 @@ def test_compare_policies_smoke_tables_every_policy(tmp_path, capsys):
 
     for extra in ("flax", "matplotlib", "sklearn"):
         pytest.importorskip(extra)
-    from clr_jax.cli import POLICIES
+    from clr_jax.cli._compare import POLICIES
 
     compare = _load_example("compare_policies")
 

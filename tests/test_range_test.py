@@ -14,7 +14,7 @@ import pytest
 
 import clr_jax
 from clr_jax.data import batch_indices, take
-from clr_jax.range_test import _run_chunk
+from clr_jax.range_test._engine import run_chunk
 
 # -- the oracle: SGD on 0.5 * L * (w - x)**2 diverges exactly when lr > 2/L ------
 
@@ -364,14 +364,14 @@ def test_repeated_calls_do_not_recompile():
 
     run()
     first = len(traces)
-    cache = _run_chunk._cache_size()
+    cache = run_chunk._cache_size()
     run(start_lr=1e-4, end_lr=3.0, key=jax.random.key(5), beta=0.9)
     run(diverge_threshold=8.0)
     assert len(traces) == first
-    assert _run_chunk._cache_size() == cache
+    assert run_chunk._cache_size() == cache
     # A chunked sweep (what a progress bar uses) is one compiled function.
     run(chunk_size=70)
-    assert _run_chunk._cache_size() == cache + 1
+    assert run_chunk._cache_size() == cache + 1
 
 
 def test_progress_bar_gives_the_same_curve():

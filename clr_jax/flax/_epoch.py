@@ -1,4 +1,4 @@
-"""The compiled pieces of ``clr_jax.flax.fit``: one epoch, evaluation, snapshots.
+"""The compiled epoch of ``clr_jax.flax.fit``: guarded updates, then evaluation.
 
 Everything here is traced once per distinct model, optimizer and settings.
 One epoch is one ``lax.scan`` over batches drawn on the device; the
@@ -13,34 +13,15 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from clr_jax import _sharding
 from clr_jax import data as data_lib
-from clr_jax._flax_state import (
-    LossFn,
-    TrainState,
-    all_finite,
-    loss_and_grads,
-)
+from clr_jax._tree import all_finite
+from clr_jax.flax import _snapshots
+from clr_jax.flax._evaluation import EvalSet, evaluate
+from clr_jax.flax._state import LossFn, TrainState, loss_and_grads
 from clr_jax.inject import get_hyperparam, set_hyperparam
-
-__all__ = [
-    "NO_PLACEMENT",
-    "Carry",
-    "EpochConfig",
-    "EpochLog",
-    "EvalSet",
-    "Placement",
-    "SnapshotBuffer",
-    "StepLog",
-    "chunk_test_set",
-    "empty_snapshots",
-    "ensemble_accuracies",
-    "evaluate",
-    "predict",
-    "run_epoch",
-]
 
 # Momentum-like hyperparameter names, looked up in this order for the history.
 MOMENTUM_NAMES = ("momentum", "b1")
@@ -66,28 +47,12 @@ class EpochLog(NamedTuple):
     policy_log: Any = None  # what ``lr_policy`` reported, if anything
 
 
-class SnapshotBuffer(NamedTuple):
-    """``num_snapshots + 1`` slots of variables; the last slot is scratch."""
-
-    params: Any
-    batch_stats: Any
-    step: jax.Array  # int32[slots]; -1 for a slot never written
-
-
 class Carry(NamedTuple):
     """What an epoch hands to the next one."""
 
     state: TrainState
     halted_at: jax.Array  # int32: update count of the first non-finite step, or -1
-    snapshots: SnapshotBuffer | None
-
-
-class EvalSet(NamedTuple):
-    """The test split in equal chunks; ``weight`` is 0 on padding rows."""
-
-    inputs: Any
-    labels: jax.Array
-    weight: jax.Array
+    snapshots: _snapshots.SnapshotBuffer | None
 
 
 class Placement(NamedTuple):
@@ -102,20 +67,14 @@ class Placement(NamedTuple):
     replicated: Any
 
     def shard_batch(self, tree: Any) -> Any:
-        return _constrain(tree, self.batch)
+        return _sharding.constrain(tree, self.batch)
 
     def replicate(self, tree: Any) -> Any:
-        return _constrain(tree, self.replicated)
+        return _sharding.constrain(tree, self.replicated)
 
     def put(self, tree: Any) -> Any:
         """``tree`` on the device (replicated over the mesh's devices)."""
         return jax.device_put(tree, self.replicated)
-
-
-def _constrain(tree: Any, sharding: Any) -> Any:
-    if sharding is None:
-        return tree
-    return jax.lax.with_sharding_constraint(tree, sharding)
 
 
 NO_PLACEMENT = Placement(None, None)
@@ -132,56 +91,8 @@ class EpochConfig(NamedTuple):
     placement: Placement
 
 
-def chunk_test_set(x: Any, y: Any, chunk: int) -> EvalSet:
-    """Pads the test split to whole chunks of ``chunk`` rows (host side, once)."""
-    n = len(y)
-    num_chunks = -(-n // chunk)
-    pad = num_chunks * chunk - n
-
-    def split(a):
-        a = np.asarray(a)
-        a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
-        return a.reshape(num_chunks, chunk, *a.shape[1:])
-
-    weight = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    return EvalSet(split(x), split(y), weight.reshape(num_chunks, chunk))
-
-
-def empty_snapshots(state: TrainState, num_snapshots: int) -> SnapshotBuffer:
-    def slots(leaf):
-        return jnp.zeros((num_snapshots + 1, *jnp.shape(leaf)), jnp.result_type(leaf))
-
-    return SnapshotBuffer(
-        params=jax.tree.map(slots, state.params),
-        batch_stats=jax.tree.map(slots, state.batch_stats),
-        step=jnp.full((num_snapshots + 1,), -1, jnp.int32),
-    )
-
-
 def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
-def _write_snapshot(
-    buffer: SnapshotBuffer, state: TrainState, take: jax.Array, config: EpochConfig
-) -> SnapshotBuffer:
-    """Writes ``state`` to its slot when ``take``, else to the scratch slot.
-
-    One slot-sized write per step, whatever the branch: cheaper than a
-    ``cond`` that (under ``vmap``) would select between whole buffers.
-    """
-    index = state.step // config.snapshot_every - 1
-    keep = take & (index < config.num_snapshots)
-    slot = jnp.where(keep, index, config.num_snapshots)
-
-    def write(slots, leaf):
-        return slots.at[slot].set(leaf)
-
-    return SnapshotBuffer(
-        params=jax.tree.map(write, buffer.params, state.params),
-        batch_stats=jax.tree.map(write, buffer.batch_stats, state.batch_stats),
-        step=buffer.step.at[slot].set(jnp.where(keep, state.step, -1)),
-    )
 
 
 def _momentum(opt_state: Any) -> jax.Array:
@@ -216,7 +127,13 @@ def _guarded_step(carry: Carry, batch: Any, config: EpochConfig):
     snapshots = carry.snapshots
     if snapshots is not None:
         take = ok & (next_state.step % config.snapshot_every == 0)
-        snapshots = _write_snapshot(snapshots, next_state, take, config)
+        snapshots = _snapshots.write(
+            snapshots,
+            next_state,
+            take,
+            snapshot_every=config.snapshot_every,
+            num_snapshots=config.num_snapshots,
+        )
     return Carry(next_state, halted_at, snapshots), _step_log(
         state.step, running, loss, acc, opt_state
     )
@@ -248,33 +165,6 @@ def _step_log(step, running, loss, acc, opt_state) -> StepLog:
     )
 
 
-def predict(apply_fn, params: Any, batch_stats: Any, x: Any) -> jax.Array:
-    """Inference-mode logits (no dropout key is needed in inference mode)."""
-    logits, _ = apply_fn(params, batch_stats, x, False, None)
-    return logits
-
-
-def evaluate(
-    state: TrainState,
-    test: EvalSet,
-    loss_fn: LossFn,
-    placement: Placement = NO_PLACEMENT,
-) -> tuple[jax.Array, jax.Array]:
-    """Mean loss and accuracy over the (chunked, padded) test split."""
-
-    def body(totals, chunk):
-        x, y, w = chunk
-        x = placement.shard_batch(x)
-        logits = predict(state.apply_fn, state.params, state.batch_stats, x)
-        correct = (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
-        losses = loss_fn(logits, y).astype(jnp.float32)
-        return totals + jnp.stack([jnp.sum(losses * w), jnp.sum(correct * w)]), None
-
-    totals, _ = jax.lax.scan(body, jnp.zeros((2,), jnp.float32), tuple(test))
-    means = totals / jnp.sum(test.weight)
-    return means[0], means[1]
-
-
 def run_epoch(
     carry: Carry,
     data_key: jax.Array,
@@ -297,7 +187,7 @@ def run_epoch(
 
     carry, logs = jax.lax.scan(body, carry, order)
     test_loss, test_accuracy = evaluate(
-        carry.state, test, config.loss_fn, config.placement
+        carry.state, test, config.loss_fn, config.placement.batch
     )
     epoch_log = EpochLog(
         train_loss=jnp.nanmean(logs.loss),
@@ -328,43 +218,3 @@ def _apply_policy(carry: Carry, epoch, train, config: EpochConfig):
     halted_at = jnp.where(running & ~finite, state.step, carry.halted_at)
     state = _select(running & finite, updated, state)
     return carry._replace(state=state, halted_at=halted_at), log
-
-
-def ensemble_accuracies(
-    apply_fn, buffer: SnapshotBuffer, test: EvalSet, num_snapshots: int
-):
-    """Accuracy of every snapshot alone, of their averaged softmax, and of the last.
-
-    Slots never written (``step == -1``) take no part; with none written the
-    accuracies are NaN.
-    """
-    slots = jax.tree.map(
-        lambda a: a[:num_snapshots], (buffer.params, buffer.batch_stats)
-    )
-    taken = buffer.step[:num_snapshots] >= 0
-
-    def probabilities(variables):
-        params, stats = variables
-
-        def chunk(x):
-            return jax.nn.softmax(predict(apply_fn, params, stats, x), axis=-1)
-
-        return jax.lax.map(chunk, test.inputs)
-
-    probs = jax.lax.map(probabilities, slots)  # [snapshots, chunks, chunk, classes]
-
-    def acc_of(p):
-        correct = jnp.argmax(p, axis=-1) == test.labels
-        return jnp.sum(correct * test.weight) / jnp.sum(test.weight)
-
-    each = jax.vmap(acc_of)(probs)
-    weights = taken.astype(probs.dtype).reshape(-1, 1, 1, 1)
-    mean_probs = jnp.sum(probs * weights, axis=0) / jnp.maximum(jnp.sum(taken), 1)
-    nan = jnp.asarray(jnp.nan, each.dtype)
-    any_taken = jnp.any(taken)
-    last = jnp.max(jnp.where(taken, jnp.arange(num_snapshots), -1))
-    return (
-        jnp.where(taken, each, nan),
-        jnp.where(any_taken, acc_of(mean_probs), nan),
-        jnp.where(any_taken, each[jnp.maximum(last, 0)], nan),
-    )

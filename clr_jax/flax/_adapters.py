@@ -1,18 +1,19 @@
-"""Flax models behind one functional interface, the train state and its step.
+"""Flax models behind one functional interface (:class:`Adapter`).
 
-A Linen module, an NNX module and an NNX factory all become the same pair of
-pure functions (:class:`Adapter`), so the training loop and the range-test
-step are written once:
+A Linen module, a built NNX module and an NNX factory all become the same
+pair of pure functions, so the training loop and the range-test step are
+written once:
 
 * ``init(key, x) -> (params, batch_stats)``;
 * ``apply(params, batch_stats, x, train, dropout_key) -> (logits, batch_stats)``.
 
 ``batch_stats`` is everything that is not a trainable parameter: the Linen
 ``batch_stats`` collection, or for NNX every non-``Param`` variable
-(BatchNorm statistics and the RNG stream counters of dropout).
-
-``clr_jax.flax`` and its private ``clr_jax._flax_*`` helpers are the only
-modules that import flax.
+(BatchNorm statistics and the RNG stream counters of dropout). Linen modules
+switch between training and inference through a ``train`` argument of
+``__call__`` (or ``deterministic=not train``) when they have one; NNX
+modules through ``deterministic`` and ``use_running_average`` attributes
+(``nnx.view``), as ``nnx.Dropout`` and ``nnx.BatchNorm`` use them.
 """
 
 from __future__ import annotations
@@ -23,25 +24,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import linen as nn
 from flax import nnx
-from flax.training import train_state
 
-__all__ = [
-    "Adapter",
-    "TrainState",
-    "accuracy",
-    "adapt",
-    "all_finite",
-    "create_train_state",
-    "create_train_state_jit",
-    "loss_and_grads",
-    "train_step",
-]
-
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+from clr_jax import _validation as v
 
 
 class Adapter(NamedTuple):
@@ -55,26 +42,6 @@ class Adapter(NamedTuple):
     init: Callable[[jax.Array, jax.Array], tuple[Any, Any]]
     apply: Callable[..., tuple[jax.Array, Any]]
     reinitialises: bool  # False when ``init`` ignores its key (a built NNX module)
-
-
-class TrainState(train_state.TrainState):
-    """Flax ``TrainState`` plus the non-parameter variables and a dropout key.
-
-    ``apply_fn(params, batch_stats, x, train, dropout_key)`` returns
-    ``(logits, batch_stats)`` for Linen and NNX models alike; ``train=False``
-    is inference mode (running BatchNorm statistics, no dropout). Linen
-    dropout draws ``fold_in(dropout_key, step)`` each step, so a run restarted
-    from a saved state sees the same masks. NNX dropout draws from the
-    model's own RNG stream, whose counter lives in ``batch_stats``.
-    """
-
-    batch_stats: Any = None
-    dropout_key: jax.Array | None = None
-
-
-# ---------------------------------------------------------------------------
-# Model adapters
-# ---------------------------------------------------------------------------
 
 
 def _linen_mode(module: nn.Module, train: bool) -> dict[str, bool]:
@@ -190,9 +157,11 @@ def adapt(model: Any) -> Adapter:
     nnx_class = isinstance(model, type) and issubclass(model, nnx.Module)
     if isinstance(model, nnx.Module) or nnx_class or _is_plain_callable(model):
         return _nnx_adapter(model)
-    raise ValueError(
-        "`model` must be a flax.linen.Module instance, a flax.nnx.Module or a "
-        f"function `rngs -> nnx.Module`; got {model!r}."
+    v.fail(
+        "model",
+        "a flax.linen.Module instance, a flax.nnx.Module or a function "
+        "`rngs -> nnx.Module`",
+        model,
     )
 
 
@@ -201,75 +170,3 @@ def _is_plain_callable(model: Any) -> bool:
     return callable(model) and not isinstance(
         model, type | optax.GradientTransformation
     )
-
-
-# ---------------------------------------------------------------------------
-# State and step
-# ---------------------------------------------------------------------------
-
-
-def create_train_state(
-    adapter: Adapter, example_input: Any, tx: optax.GradientTransformation, key
-) -> TrainState:
-    """Initialises ``adapter``'s model and ``tx`` (traceable, so vmappable)."""
-    init_key, dropout_key = jax.random.split(key)
-    params, batch_stats = adapter.init(init_key, example_input)
-    state = TrainState.create(
-        apply_fn=adapter.apply,
-        params=params,
-        tx=tx,
-        batch_stats=batch_stats,
-        dropout_key=dropout_key,
-    )
-    # An int32 step keeps the scan carry's type fixed from the first update.
-    return state.replace(step=jnp.zeros((), jnp.int32))
-
-
-# Random initialisation compiled once per model and optimizer (op by op it
-# costs a dispatch per random op, every call).
-create_train_state_jit = jax.jit(create_train_state, static_argnames=("adapter", "tx"))
-
-
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Share of examples whose arg-max logit is the label."""
-    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
-
-
-def loss_and_grads(
-    state: TrainState, batch: tuple[Any, jax.Array], loss_fn: LossFn
-) -> tuple[jax.Array, jax.Array, Any, Any]:
-    """``(loss, accuracy, grads, batch_stats)`` of one batch in training mode.
-
-    ``loss_fn(logits, labels)`` gives per-example losses; their mean is
-    differentiated.
-    """
-    inputs, labels = batch
-    dropout_key = jax.random.fold_in(state.dropout_key, state.step)
-
-    def objective(params):
-        logits, stats = state.apply_fn(
-            params, state.batch_stats, inputs, True, dropout_key
-        )
-        return jnp.mean(loss_fn(logits, labels)), (logits, stats)
-
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (loss, (logits, stats)), grads = grad_fn(state.params)
-    return loss, accuracy(logits, labels), grads, stats
-
-
-def train_step(
-    state: TrainState, batch: tuple[Any, jax.Array], loss_fn: LossFn
-) -> tuple[TrainState, jax.Array, jax.Array]:
-    """One update in training mode: ``(new_state, loss, accuracy)``."""
-    loss, acc, grads, stats = loss_and_grads(state, batch, loss_fn)
-    return state.apply_gradients(grads=grads, batch_stats=stats), loss, acc
-
-
-def all_finite(tree: Any) -> jax.Array:
-    """True when every float element of ``tree`` is finite."""
-    checks = [
-        jnp.all(jnp.isfinite(leaf))
-        for leaf in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-    ]
-    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)

@@ -1,6 +1,7 @@
 """Smith's experiment on digits: policies against a tuned fixed rate.
 
-The engine behind ``clr-jax compare`` and ``clr-jax demo``. Every policy of
+The engine behind ``clr-jax compare`` and ``clr-jax demo``: plain values in,
+plain data out (it parses no flag and prints nothing). Every policy of
 :data:`POLICIES` trains the same model over several seeds (one vmapped
 :func:`clr_jax.flax.fit` per policy, the same seeds for every policy) and is
 scored by Smith's Table 1 metric: the first iteration at which its seed-mean
@@ -17,14 +18,11 @@ References:
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import platform
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,8 +33,8 @@ __all__ = [
     "POLICIES",
     "PolicyContext",
     "PolicySpec",
-    "format_markdown",
-    "format_table",
+    "Setup",
+    "Sweep",
     "iterations_to_reach",
     "run_comparison",
 ]
@@ -195,44 +193,51 @@ class Setup(NamedTuple):
         return self.epochs * self.steps_per_epoch
 
 
-def make_setup(args: argparse.Namespace) -> Setup:
-    from clr_jax._digits_models import load_digits_for
+class Sweep(NamedTuple):
+    """The range test's exponential sweep."""
 
-    data = load_digits_for(args.model)
-    if args.batch_size > len(data.y_train):
-        raise ValueError(
-            f"`--batch-size` must be <= the {len(data.y_train)} training examples; "
-            f"got {args.batch_size}."
-        )
-    return Setup(
-        args.model,
-        args.optimizer,
-        data,
-        args.batch_size,
-        getattr(args, "epochs", 1),
-        getattr(args, "seeds", 1),
-        args.seed,
-        not args.no_progress,
-    )
+    start_lr: float
+    end_lr: float
+    num_steps: int
 
 
-def run_range_test(setup: Setup, args: argparse.Namespace):
-    from clr_jax._digits_models import digits_range_test
+def make_setup(
+    model: str,
+    optimizer: str,
+    *,
+    batch_size: int,
+    epochs: int = 1,
+    seeds: int = 1,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Setup:
+    """The shared settings of one experiment, with the digits split loaded."""
+    from clr_jax import _validation as v
+    from clr_jax.cli._models import load_digits_for
+
+    data = load_digits_for(model)
+    v.check_batch_size(batch_size, len(data.y_train))
+    return Setup(model, optimizer, data, batch_size, epochs, seeds, seed, progress)
+
+
+def run_range_test(setup: Setup, sweep: Sweep):
+    """The range test of the setup's model, accuracy recorded per mini-batch."""
+    from clr_jax.cli._models import digits_range_test
 
     return digits_range_test(
         setup.model,
         setup.optimizer,
         setup.data,
-        start_lr=args.start_lr,
-        end_lr=args.end_lr,
-        num_steps=args.steps,
+        start_lr=sweep.start_lr,
+        end_lr=sweep.end_lr,
+        num_steps=sweep.num_steps,
         batch_size=setup.batch_size,
         seed=setup.seed,
         progress=setup.progress,
     )
 
 
-def range_test_summary(result, args: argparse.Namespace) -> dict[str, Any]:
+def range_test_summary(result, sweep: Sweep) -> dict[str, Any]:
     """Suggestions, bounds and their reasoning, and any warnings, as plain data."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", clr_jax.RangeTestWarning)
@@ -240,9 +245,9 @@ def range_test_summary(result, args: argparse.Namespace) -> dict[str, Any]:
         report = result.bounds_report()
     step = result.diverged_step
     return {
-        "start_lr": args.start_lr,
-        "end_lr": args.end_lr,
-        "num_steps": args.steps,
+        "start_lr": sweep.start_lr,
+        "end_lr": sweep.end_lr,
+        "num_steps": sweep.num_steps,
         "diverged_step": step,
         "diverged_lr": None if step is None else float(result.lrs[step]),
         "suggestions": {k: _finite_or_none(v) for k, v in suggestions.items()},
@@ -258,31 +263,13 @@ def _finite_or_none(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def write_range_test(result, summary: dict, out: Path, *, title: str) -> list[Path]:
-    """The range test's plot, curve (JSON, CSV) and bounds (JSON) in ``out``."""
-    from clr_jax.plotting import close
-
-    paths = [out / f"range_test.{ext}" for ext in ("png", "json", "csv")]
-    paths.append(out / "range_test_bounds.json")
-    with warnings.catch_warnings():  # the summary already reported them
-        warnings.simplefilter("ignore", clr_jax.RangeTestWarning)
-        plot = result.plot(
-            path=str(paths[0]), title=title, metric_name="mini-batch accuracy"
-        )
-        close(plot)
-    result.save_json(paths[1])
-    result.save_csv(paths[2])
-    write_json(paths[3], summary)
-    return paths
-
-
 def _require_bounds(summary: dict) -> tuple[float, float]:
     base_lr, max_lr = summary["bounds"]
     if base_lr is None or max_lr is None:
         raise ValueError(
             "the range test must show a clear improvement to give bounds; got "
-            f"none ({summary['bounds_reason']}). Widen --start-lr/--end-lr or "
-            "raise --steps."
+            f"none ({summary['bounds_reason']}). Widen the sweep (start_lr, "
+            "end_lr) or add steps."
         )
     return base_lr, max_lr
 
@@ -296,7 +283,7 @@ def _train(setup: Setup, spec: PolicySpec):
     import jax
 
     from clr_jax import flax as clr_flax
-    from clr_jax._digits_models import MODELS, OPTIMIZERS
+    from clr_jax.cli._models import MODELS, OPTIMIZERS
 
     optimizer = OPTIMIZERS[setup.optimizer]
     return clr_flax.fit(
@@ -399,10 +386,6 @@ def _score_runs(runs: dict[str, dict], target: float, steps_per_epoch: int) -> N
 # ---------------------------------------------------------------------------
 
 
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
 def _run_baseline_grid(setup: Setup, grid: Sequence[float], step: Callable):
     """Trains each fixed rate of ``grid`` and picks the best final accuracy.
 
@@ -438,6 +421,7 @@ def run_comparison(
     context: PolicyContext,
     grid: Sequence[float],
     policy_names: Sequence[str],
+    on_start: Callable[[str], None] = lambda what: None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Trains the fixed-rate grid and every named policy; scores them.
 
@@ -452,6 +436,7 @@ def run_comparison(
       context: the bounds, step size and run length policies are built from.
       grid: the fixed rates to try for the baseline.
       policy_names: keys of :data:`POLICIES`.
+      on_start: called with ``'[i/n] what'`` before each training.
 
     Returns:
       ``(results, learning_rates)``: the JSON-ready results (``runs`` keyed
@@ -462,7 +447,7 @@ def run_comparison(
     counter = iter(range(1, total + 1))
 
     def step(what: str) -> None:
-        say(f"  [{next(counter)}/{total}] {what}")
+        on_start(f"[{next(counter)}/{total}] {what}")
 
     base_lr, spec, fit_result, grid_table = _run_baseline_grid(setup, grid, step)
     if len(grid) > 1:
@@ -486,10 +471,13 @@ def run_comparison(
     return results, lrs
 
 
-def setup_record(setup: Setup, context: PolicyContext, args) -> dict[str, Any]:
+def setup_record(
+    setup: Setup, context: PolicyContext, half_cycle_epochs: float
+) -> dict[str, Any]:
+    """The experiment's settings and machine, JSON-ready."""
     import jax
 
-    from clr_jax._digits_models import MODELS, OPTIMIZERS
+    from clr_jax.cli._models import MODELS, OPTIMIZERS
 
     return {
         "dataset": "scikit-learn digits 8x8, stratified 75/25 split (seed 0)",
@@ -503,7 +491,7 @@ def setup_record(setup: Setup, context: PolicyContext, args) -> dict[str, Any]:
         "total_steps": setup.total_steps,
         "seeds": setup.seeds,
         "seed": setup.seed,
-        "half_cycle_epochs": args.half_cycle_epochs,
+        "half_cycle_epochs": half_cycle_epochs,
         "step_size": context.step_size,
         "bounds": [context.base_lr, context.max_lr],
         "machine": (
@@ -514,8 +502,15 @@ def setup_record(setup: Setup, context: PolicyContext, args) -> dict[str, Any]:
     }
 
 
-def half_cycle(setup: Setup, half_cycle_epochs: float) -> int:
-    """Smith's step size in iterations, checked against the run's length."""
+def half_cycle(setup: Setup, half_cycle_epochs: float) -> tuple[int, str | None]:
+    """Smith's step size in iterations, checked against the run's length.
+
+    Returns:
+      ``(step_size, note)``: ``note`` says when the run ends mid-cycle.
+
+    Raises:
+      ValueError: when the run holds less than one whole cycle.
+    """
     step_size = clr_jax.step_size_for(
         len(setup.data.y_train),
         setup.batch_size,
@@ -524,19 +519,21 @@ def half_cycle(setup: Setup, half_cycle_epochs: float) -> int:
     )
     if 2 * step_size > setup.total_steps:
         raise ValueError(
-            "`--half-cycle-epochs` must leave at least one whole cycle (two "
+            "`half_cycle_epochs` must leave at least one whole cycle (two "
             f"half-cycles) in the {setup.epochs} epochs; got {half_cycle_epochs}."
         )
+    note = None
     if setup.total_steps % (2 * step_size):
-        say(
-            f"  note: {setup.epochs} epochs is not a whole number of cycles "
+        note = (
+            f"{setup.epochs} epochs is not a whole number of cycles "
             f"({2 * step_size} iterations each); cyclic runs end mid-cycle"
         )
-    return step_size
+    return step_size, note
 
 
 def policy_context(setup: Setup, summary: dict, step_size: int) -> PolicyContext:
-    from clr_jax._digits_models import OPTIMIZERS, feature_fn
+    """What the policies are built from: the summary's bounds and the setup."""
+    from clr_jax.cli._models import OPTIMIZERS, feature_fn
 
     base_lr, max_lr = _require_bounds(summary)
     return PolicyContext(
@@ -549,136 +546,3 @@ def policy_context(setup: Setup, summary: dict, step_size: int) -> PolicyContext
         momentum=OPTIMIZERS[setup.optimizer].hyperparams.get("momentum", 0.0),
         feature_fn=feature_fn(setup.model),
     )
-
-
-# ---------------------------------------------------------------------------
-# Reports: Markdown, JSON, the Figure 1 plot
-# ---------------------------------------------------------------------------
-
-
-def pct(mean: float | None, std: float | None = None) -> str:
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    if std is None:
-        return f"{100 * mean:.2f}%"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}%"
-
-
-def _halted(run: dict[str, Any]) -> str:
-    halted = run.get("halted_seeds", 0)
-    return f" ({halted} seeds halted: non-finite loss)" if halted else ""
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """The Markdown table of a comparison: one row per run, the baseline first.
-
-    Args:
-      results: the ``results`` of :func:`run_comparison`.
-
-    Returns:
-      The table as Markdown text.
-    """
-    target = results["target_accuracy"]
-    header = (
-        f"| policy | schedule | iterations to {pct(target)} | speed-up "
-        "| final test accuracy | snapshot ensemble |"
-    )
-    lines = [header, "|---|---|---:|---:|---:|---:|"]
-    for name, run in results["runs"].items():
-        iters = run["iterations_to_target"]
-        speedup = run["speedup"]
-        ensemble = run["ensemble_mean"]
-        lines.append(
-            f"| {name} | {run['schedule']} "
-            f"| {'never' if iters is None else iters} "
-            f"| {'—' if speedup is None else f'{speedup:.2f}x'} "
-            f"| {pct(run['final_mean'], run['final_std'])}{_halted(run)} "
-            f"| {'—' if ensemble is None else pct(ensemble, run['ensemble_std'])} |"
-        )
-    return "\n".join(lines)
-
-
-def _format_grid(results: dict[str, Any]) -> str:
-    chosen = results["baseline"]["chosen_lr"]
-    lines = ["| fixed learning rate | final test accuracy |", "|---:|---:|"]
-    for row in results["baseline"]["grid"]:
-        mark = " (chosen)" if row["learning_rate"] == chosen else ""
-        lines.append(
-            f"| {row['learning_rate']:.4g}{mark} "
-            f"| {pct(row['final_mean'], row['final_std'])} |"
-        )
-    return "\n".join(lines)
-
-
-def format_markdown(results: dict[str, Any]) -> str:
-    """The whole ``results.md`` of a comparison.
-
-    Args:
-      results: the JSON-ready results of ``clr-jax compare``.
-
-    Returns:
-      Markdown text: the setup, the range test, the metric, both tables.
-    """
-    s, rt = results["setup"], results["range_test"]
-    base_lr, max_lr = rt["bounds"]
-    return f"""# Learning-rate policies on digits (Smith 2017, Table 1)
-
-{s["model"]}, {s["optimizer"]}, batch {s["batch_size"]}, {s["epochs"]} epochs \
-of {s["steps_per_epoch"]} iterations, {s["seeds"]} seeds (vmapped), \
-{s["n_train"]} train / {s["n_test"]} test images.
-
-Range test ({rt["num_steps"]} iterations, lr {rt["start_lr"]:g} to \
-{rt["end_lr"]:g}): bounds {base_lr:.4g} to {max_lr:.4g} from the \
-{rt["bounds_source"]}; {rt["bounds_reason"]} Half-cycle: \
-{s["half_cycle_epochs"]:g} epochs = {s["step_size"]} iterations.
-
-**Iterations to {pct(results["target_accuracy"])}**: the first iteration \
-(end of an epoch) at which the seed-mean test accuracy reaches the fixed \
-baseline's final seed-mean test accuracy; 'never' when it does not. \
-Speed-up = the baseline's iterations / the policy's. Accuracies: mean ± std \
-(ddof=1) over seeds, on the {s["n_test"]} test images after the last epoch. \
-Snapshot ensemble: averaged softmax of the snapshots taken at each cycle's \
-learning-rate minimum.
-
-{format_table(results)}
-
-Fixed-rate grid (the baseline is its best final accuracy):
-
-{_format_grid(results)}
-"""
-
-
-def plot_comparison(
-    results: dict[str, Any], lrs: dict[str, np.ndarray], path: Path, title: str
-) -> None:
-    from clr_jax.plotting import close, plot_policy_comparison
-
-    curves = {
-        name: (run["mean_test_accuracy"], run["std_test_accuracy"])
-        for name, run in results["runs"].items()
-    }
-    fig = plot_policy_comparison(
-        results["iterations"],
-        curves,
-        target=results["target_accuracy"],
-        learning_rates=lrs,
-        title=title,
-        path=str(path),
-    )
-    close(fig)
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` with NaN/Inf as ``None`` (standard JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: Path, data: Any) -> None:
-    text = json.dumps(_jsonable(data), indent=2, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")

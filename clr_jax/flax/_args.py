@@ -1,4 +1,4 @@
-"""Argument checks and conversions of ``clr_jax.flax`` (host side, plain Python).
+"""The argument checks and conversions of ``fit`` (host side, plain Python).
 
 Each check raises ``ValueError`` naming the argument, the rule and the value.
 """
@@ -8,14 +8,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from clr_jax import _flax_loop as loop
+from clr_jax import _sharding
 from clr_jax import _validation as v
-from clr_jax._flax_state import TrainState
+from clr_jax.flax._epoch import NO_PLACEMENT, Placement
+from clr_jax.flax._state import TrainState
 from clr_jax.inject import has_hyperparam, is_scheduled, with_schedules
 
 
@@ -33,9 +33,10 @@ def build_optimizer(
             )
         return optimizer
     if not callable(optimizer):
-        raise ValueError(
-            "`optimizer` must be an optax factory (e.g. optax.sgd) or a "
-            f"GradientTransformation; got {optimizer!r}."
+        v.fail(
+            "optimizer",
+            "an optax factory (e.g. optax.sgd) or a GradientTransformation",
+            optimizer,
         )
     if learning_rate is None:
         raise ValueError(
@@ -59,14 +60,8 @@ def cached_with_schedules(optimizer, learning_rate, items):
 
 
 def check_key(key: Any) -> None:
-    ok = isinstance(key, jax.Array) and (
-        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        or (key.dtype == jnp.uint32 and key.shape == (2,))
-    )
-    if not ok or (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim != 0):
-        raise ValueError(
-            f"`key` must be a single PRNG key (jax.random.key); got {key!r}."
-        )
+    """A single PRNG key (see :func:`clr_jax._validation.check_key`)."""
+    v.check_key(key)
 
 
 def check_optimizer_state(opt_state: Any, lr_policy: Any) -> None:
@@ -77,8 +72,7 @@ def check_optimizer_state(opt_state: Any, lr_policy: Any) -> None:
             f"without it: {type(opt_state).__name__}."
         )
     if lr_policy is not None:
-        if not callable(lr_policy):
-            raise ValueError(f"`lr_policy` must be callable; got {lr_policy!r}.")
+        v.check_callable("lr_policy", lr_policy)
         if is_scheduled(opt_state, "learning_rate"):
             raise ValueError(
                 "`learning_rate` must be a number, not a schedule, when `lr_policy` "
@@ -117,43 +111,18 @@ def check_seeds(seeds: Any, reinitialises: bool) -> int | None:
     return seeds
 
 
-def auto_axes(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
-    """The same mesh with every axis in Auto mode (``jax.make_mesh`` now gives
-    Explicit axes, which ``with_sharding_constraint`` does not accept); the
-    partitioner then inserts the gradient all-reduce itself."""
-    auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
-    return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
-
-
-def placement(mesh, data_axis, batch_size: int) -> tuple[loop.Placement, int]:
+def placement(mesh, data_axis, batch_size: int) -> tuple[Placement, int]:
     """Shardings for ``mesh`` (data parallel) and the number of data shards."""
+    axis = _sharding.resolve_data_axis(mesh, data_axis)
     if mesh is None:
-        return loop.NO_PLACEMENT, 1
-    if not isinstance(mesh, jax.sharding.Mesh):
-        raise ValueError(f"`mesh` must be a jax.sharding.Mesh; got {mesh!r}.")
-    axis = mesh.axis_names[0] if data_axis is None else data_axis
-    if axis not in mesh.axis_names:
-        raise ValueError(
-            f"`data_axis` must be one of the mesh's axes {mesh.axis_names}; "
-            f"got {data_axis!r}."
-        )
-    mesh = auto_axes(mesh)
-    shards = mesh.shape[axis]
-    check_divisible("batch_size", batch_size, shards)
-    spec = jax.sharding.PartitionSpec
-    placement = loop.Placement(
-        batch=jax.sharding.NamedSharding(mesh, spec(axis)),
-        replicated=jax.sharding.NamedSharding(mesh, spec()),
+        return NO_PLACEMENT, 1
+    shards = _sharding.data_shards(mesh, axis)
+    v.check_divisible("batch_size", batch_size, shards)
+    placement = Placement(
+        batch=_sharding.batch_sharding(mesh, axis),
+        replicated=_sharding.replicated(mesh),
     )
     return placement, shards
-
-
-def check_divisible(name: str, size: int, shards: int) -> None:
-    if size % shards:
-        raise ValueError(
-            f"`{name}` must be a multiple of the {shards} devices along the mesh's "
-            f"data axis; got {size}."
-        )
 
 
 def eval_chunk(eval_batch_size, num_test: int, shards: int) -> int:
@@ -163,7 +132,7 @@ def eval_chunk(eval_batch_size, num_test: int, shards: int) -> int:
     if eval_batch_size is None:
         return min(whole, 1024 // shards * shards or shards)
     eval_batch_size = v.check_step_count("eval_batch_size", eval_batch_size)
-    check_divisible("eval_batch_size", eval_batch_size, shards)
+    v.check_divisible("eval_batch_size", eval_batch_size, shards)
     return min(eval_batch_size, whole)
 
 
@@ -174,12 +143,7 @@ def check_counts(epochs, start_epoch, batch_size, num_train: int) -> tuple:
         raise ValueError(
             f"`start_epoch` must be < epochs ({epochs}); got {start_epoch}."
         )
-    batch_size = v.check_step_count("batch_size", batch_size)
-    if batch_size > num_train:
-        raise ValueError(
-            f"`batch_size` must be <= the {num_train} training examples; got "
-            f"{batch_size}."
-        )
+    batch_size = v.check_batch_size(batch_size, num_train)
     return epochs, start_epoch, batch_size
 
 

@@ -1,8 +1,8 @@
-"""The digits setup of the ``clr-jax`` command line: models, optimizers, range test.
+"""The models of the ``clr-jax`` experiments: digits models, optimizers, range test.
 
 Small Flax models for scikit-learn's bundled 8x8 digits, the optimizers the
 command line offers, and the range test of such a model with an accuracy
-metric. Imports flax, so only :mod:`clr_jax.cli` imports this, lazily.
+metric. Imports flax, so the commands import it inside their functions.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import optax
 
 import clr_jax
 from clr_jax.data import Dataset, load_digits
+from clr_jax.flax import accuracy
 
 __all__ = [
     "MODELS",
@@ -149,7 +150,7 @@ def digits_range_test(
 
     def accuracy_fn(params: Any, batch) -> jax.Array:
         x, y = batch
-        return jnp.mean(jnp.argmax(net.apply(params, x), axis=-1) == y)
+        return accuracy(net.apply(params, x), y)
 
     return clr_jax.range_test(
         loss_fn,

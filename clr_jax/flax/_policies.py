@@ -1,4 +1,4 @@
-"""The Lipschitz adaptive learning rate as an epoch policy of ``fit``.
+"""Per-epoch learning-rate policies of ``fit``: the Lipschitz adaptive rate.
 
 Yedida & Saha's practical algorithm: before every epoch, with the weights as
 they stand, measure ``K_z`` (largest Frobenius norm of the penultimate
@@ -10,13 +10,11 @@ recompilation between epochs.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from clr_jax import _validation as v
 from clr_jax.inject import get_hyperparam
@@ -58,10 +56,11 @@ def lipschitz_policy(
     ``K`` over epochs, ``K <- beta K + (1 - beta) K_e``; the previous ``K`` is
     read back from the learning rate the optimizer holds, and after a
     ``first_epoch_lr`` of ``x`` the authors' code starts the average at
-    ``K = x``, which is kept here. Pair it with :func:`adamo` for their
-    dampened momentum. For the inverse-time decay the authors' Keras code
-    applied on top (``decay=`` of Keras SGD), wrap the optimizer with
-    :func:`with_inverse_time_decay`; it is off by default.
+    ``K = x``, which is kept here. Pair it with
+    :func:`clr_jax.lipschitz.adamo` for their dampened momentum. For the
+    inverse-time decay the authors' Keras code applied on top (``decay=`` of
+    Keras SGD), wrap the optimizer with
+    :func:`clr_jax.lipschitz.with_inverse_time_decay`; it is off by default.
 
     Args:
       feature_fn: ``(variables, x) -> features``: the inputs of the last
@@ -94,8 +93,7 @@ def lipschitz_policy(
       Yedida, Saha, "A novel adaptive learning rate scheduler for deep neural
       networks" / "LipschitzLR", 2019, https://arxiv.org/abs/1902.07399.
     """
-    if not callable(feature_fn):
-        raise ValueError(f"`feature_fn` must be callable; got {feature_fn!r}.")
+    v.check_callable("feature_fn", feature_fn)
     v.check_choice("loss", loss, ("softmax_ce", "binary_ce"))
     batch_size = v.check_step_count("batch_size", batch_size)
     num_classes = v.check_step_count("num_classes", num_classes, minimum=2)
@@ -134,53 +132,3 @@ def lipschitz_policy(
         return lr, log
 
     return policy
-
-
-def adamo(learning_rate, momentum: float = 0.9) -> optax.GradientTransformation:
-    r"""SGD with dampened momentum, as the authors' "AdaMo" optimizer.
-
-    .. math:: v \leftarrow \beta v + (1 - \beta) g, \qquad w \leftarrow w - lr\,v
-
-    (an EMA of the gradients without bias correction, unlike ``optax.sgd``'s
-    heavy-ball ``v <- beta v + g``).
-
-    Args:
-      learning_rate: a number or schedule.
-      momentum: ``beta`` in [0, 1).
-
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    v.check_interval("momentum", momentum, 0.0, 1.0, closed_low=True, closed_high=False)
-    return optax.chain(
-        optax.ema(momentum, debias=False), optax.scale_by_learning_rate(learning_rate)
-    )
-
-
-def with_inverse_time_decay(optimizer: Callable[..., Any], decay: float):
-    r"""``optimizer`` with Keras' per-update inverse-time decay on top.
-
-    .. math:: lr_t = lr / (1 + d \cdot t)
-
-    with ``t`` the update count, which is what Keras' ``SGD(decay=d)`` does and
-    what the Lipschitz paper's code ran with (its "WD" column). The injected
-    ``learning_rate`` (and ``fit``'s logged LR) stays the undecayed ``1 / K``.
-
-    Args:
-      optimizer: an optax factory taking ``learning_rate``.
-      decay: ``d >= 0``.
-
-    Returns:
-      A factory with the same arguments.
-    """
-    v.check_non_negative("decay", decay)
-
-    def factory(learning_rate, **hyperparams):
-        return optax.chain(
-            optimizer(learning_rate=learning_rate, **hyperparams),
-            optax.scale_by_schedule(lambda t: 1.0 / (1.0 + decay * t)),
-        )
-
-    # optax.inject_hyperparams binds arguments by the factory's signature.
-    factory.__signature__ = inspect.signature(optimizer)
-    return factory
