@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 from pathlib import Path
 
 import pytest
 
-_EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from tests.helpers import load_example
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _load_example(name: str):
-    """Imports ``examples/<name>.py`` by path (``examples/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, _EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -30,7 +22,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_schedule_gallery_smoke_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    gallery = _load_example("schedule_gallery")
+    gallery = load_example("schedule_gallery")
     out = tmp_path / "g.png"
 
     assert gallery.main(["--smoke", "--out", str(out)]) == out
@@ -43,7 +35,7 @@ def test_schedule_gallery_smoke_writes_a_png(tmp_path):
 
 
 def test_schedule_gallery_shows_every_schedule():
-    gallery = _load_example("schedule_gallery")
+    gallery = load_example("schedule_gallery")
     titles = " ".join(panel.title for panel in gallery.gallery_panels())
     for name in (
         "triangular(",
@@ -73,7 +65,7 @@ def test_compare_policies_smoke_tables_every_policy(tmp_path, capsys):
         pytest.importorskip(extra)
     from clr_jax.cli._compare import POLICIES
 
-    compare = _load_example("compare_policies")
+    compare = load_example("compare_policies")
 
     assert compare.main(["--smoke", "--out", str(tmp_path), "--no-progress"]) == 0
 

@@ -23,6 +23,7 @@ from flax import nnx
 import clr_jax
 from clr_jax import flax as clr_flax
 from clr_jax.data import Dataset, load_digits
+from tests.helpers import TraceCounter
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = jax.random.key(0)
@@ -167,6 +168,9 @@ def test_progress_bar_counts_epochs(digits, capsys):
     run("linen-mlp", digits, epochs=2, progress=True)  # reuses the compiled epoch
     err = capsys.readouterr().err
     assert "fit" in err and "2/2" in err and "test_acc" in err
+    # By default a bar is drawn only on a terminal: a job's log stays clean.
+    run("linen-mlp", digits, epochs=2, progress=None)
+    assert capsys.readouterr().err == ""
 
 
 def test_vmapped_seeds_equal_seeds_run_one_by_one(digits):
@@ -290,14 +294,8 @@ def test_a_nan_learning_rate_from_the_policy_halts_training(digits):
 
 
 def test_the_epoch_is_compiled_once_whatever_the_number_of_epochs(digits):
-    traces = []
-
     def make_loss():  # a new function object: a new compiled epoch
-        def loss_fn(logits, labels):
-            traces.append(1)  # runs only while tracing
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-
-        return loss_fn
+        return TraceCounter(optax.softmax_cross_entropy_with_integer_labels)
 
     def policy(state, epoch, train):  # a rate, and a log kept per epoch
         lr = 0.05 / (1.0 + epoch)
@@ -306,9 +304,9 @@ def test_the_epoch_is_compiled_once_whatever_the_number_of_epochs(digits):
     settings = dict(lr_policy=policy, learning_rate=0.05, momentum=0.9)
 
     def count(epochs, loss_fn):
-        traces.clear()
+        loss_fn.reset()
         result = run("linen-mlp", digits, epochs=epochs, loss_fn=loss_fn, **settings)
-        return len(traces), result
+        return loss_fn.count, result
 
     reused = make_loss()
     traces_one_epoch, _ = count(1, make_loss())

@@ -16,6 +16,7 @@ import pytest
 
 import clr_jax
 from clr_jax import lipschitz
+from tests.helpers import TraceCounter
 
 # ---------------------------------------------------------------------------
 # NumPy references
@@ -425,20 +426,16 @@ def test_output_target_norms_equals_python_loop():
 
 
 def test_estimator_is_compiled_once_per_function_and_shape():
-    traces = []
-
-    def features(params, x):
-        traces.append(x.shape)
-        return jnp.tanh(x * params)
+    features = TraceCounter(lambda params, x: jnp.tanh(x * params))
 
     x = np.linspace(-1, 1, 60, dtype=np.float32).reshape(20, 3)
     first = clr_jax.penultimate_norm(features, jnp.float32(1), x, batch_size=8)
     for scale in (2.0, 3.0, 0.5):  # new params and data, same shapes
         clr_jax.penultimate_norm(features, jnp.float32(scale), x * scale, batch_size=8)
-    assert len(traces) == 1
+    assert features.count == 1
     assert float(first) > 0
     clr_jax.penultimate_norm(features, 1.0, x, batch_size=4)  # a new chunk size
-    assert len(traces) == 2
+    assert features.count == 2
     clr_jax.max_weight_norm({"a": x})
     clr_jax.max_weight_norm({"a": 2 * x})
     assert lipschitz.max_weight_norm._cache_size() == 1

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clr_jax.data import load_digits
+from tests.helpers import load_example
 
 pytest.importorskip("sklearn")
 
-_PATH = Path(__file__).resolve().parents[1] / "examples" / "lipschitz_digits.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("lipschitz_digits", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_smoke_run_writes_outputs_and_reproduces_inverse_l(tmp_path):
-    example = _load_example()
+    example = load_example("lipschitz_digits")
     results = example.main(["--smoke", "--out", str(tmp_path)])
 
     assert (tmp_path / "results.json").is_file()

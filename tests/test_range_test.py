@@ -15,6 +15,7 @@ import pytest
 import clr_jax
 from clr_jax.data import batch_indices, take
 from clr_jax.range_test._engine import run_chunk
+from tests.helpers import TraceCounter
 
 # -- the oracle: SGD on 0.5 * L * (w - x)**2 diverges exactly when lr > 2/L ------
 
@@ -304,31 +305,6 @@ def test_without_threshold_only_non_finite_losses_stop_the_sweep():
     assert t is None or not np.isfinite(res.losses[t])
 
 
-def test_a_curve_that_never_descends_warns():
-    def step(w, batch, lr):
-        return w, 1.0 + lr + 0.0 * jnp.sum(batch)
-
-    res = clr_jax.range_test_with_step(
-        step,
-        jnp.float32(0.0),
-        jnp.ones((50, 4)),
-        batched=True,
-        start_lr=1e-3,
-        end_lr=1.0,
-        num_steps=50,
-        progress=False,
-    )
-    with pytest.warns(clr_jax.RangeTestWarning, match="no clear descent"):
-        assert np.isnan(res.suggest("valley"))
-    with pytest.warns(clr_jax.RangeTestWarning, match="no clear descent"):
-        assert all(np.isnan(res.bounds()))
-    with (
-        pytest.warns(clr_jax.RangeTestWarning),
-        pytest.raises(ValueError, match="clear descent"),
-    ):
-        res.to_schedule(step_size=100)
-
-
 # -- metric, caching, purity ------------------------------------------------------
 
 
@@ -351,11 +327,7 @@ def test_metric_is_recorded_and_drives_the_bounds():
 
 
 def test_repeated_calls_do_not_recompile():
-    traces = []
-
-    def loss_fn(params, batch):
-        traces.append(1)
-        return quadratic_loss(params, batch)
+    loss_fn = TraceCounter(quadratic_loss)
 
     def run(**kw):
         sgd = functools.partial(optax.sgd, momentum=0.5)  # a new partial each call
@@ -363,23 +335,32 @@ def test_repeated_calls_do_not_recompile():
         return clr_jax.range_test(loss_fn, W0, quadratic_data(), **(args | kw))
 
     run()
-    first = len(traces)
+    per_compile = loss_fn.count
     cache = run_chunk._cache_size()
     run(start_lr=1e-4, end_lr=3.0, key=jax.random.key(5), beta=0.9)
     run(diverge_threshold=8.0)
-    assert len(traces) == first
+    assert loss_fn.count == per_compile > 0
     assert run_chunk._cache_size() == cache
     # A chunked sweep (what a progress bar uses) is one compiled function.
     run(chunk_size=70)
     assert run_chunk._cache_size() == cache + 1
+    assert loss_fn.count == 2 * per_compile
 
 
-def test_progress_bar_gives_the_same_curve():
+def test_progress_bar_gives_the_same_curve(capsys):
     plain = oracle_result()
     with_bar = clr_jax.range_test(
         quadratic_loss, W0, quadratic_data(), progress=True, **ORACLE
     )
     np.testing.assert_array_equal(plain.losses, with_bar.losses)
+    assert "range test" in capsys.readouterr().err
+
+
+def test_no_bar_by_default_when_stderr_is_not_a_terminal(capsys):
+    clr_jax.range_test(quadratic_loss, W0, quadratic_data(), **ORACLE)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="`progress`"):
+        clr_jax.range_test(quadratic_loss, W0, quadratic_data(), progress=1, **ORACLE)
 
 
 def test_callers_params_are_untouched():
@@ -507,75 +488,3 @@ def test_step_fn_must_return_scalars():
         clr_jax.range_test_with_step(
             step, jnp.float32(0.0), jnp.ones((100, 2)), batched=True, progress=False
         )
-
-
-# -- export and plots -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("fmt", ["json", "csv"])
-def test_export_round_trip(tmp_path, fmt):
-    one = clr_jax.range_test(
-        quadratic_loss,
-        W0,
-        quadratic_data(),
-        metric_fn=close_to_mean,
-        progress=False,
-        **ORACLE,
-    )
-    many = clr_jax.range_test(
-        quadratic_loss,
-        W0,
-        quadratic_data(),
-        progress=False,
-        key=jax.random.split(jax.random.key(0), 2),
-        **ORACLE,
-    )
-    for res in (one, many):
-        path = tmp_path / f"curve.{fmt}"
-        getattr(res, f"save_{fmt}")(path)
-        back = getattr(clr_jax.RangeTestResult, f"load_{fmt}")(path)
-        for field in (
-            "lrs",
-            "losses",
-            "smoothed_losses",
-            "metrics",
-            "smoothed_metrics",
-        ):
-            mine, theirs = getattr(res, field), getattr(back, field)
-            assert (mine is None) == (theirs is None), field
-            if mine is not None:
-                np.testing.assert_array_equal(np.asarray(mine, np.float64), theirs)
-        assert back.diverged_step == res.diverged_step
-        for method, lr in res.suggestions().items():
-            np.testing.assert_array_equal(back.suggest(method), lr)
-
-
-def test_plots_write_pngs(tmp_path):
-    matplotlib = pytest.importorskip("matplotlib")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    one = clr_jax.range_test(
-        quadratic_loss,
-        W0,
-        quadratic_data(),
-        metric_fn=close_to_mean,
-        progress=False,
-        **ORACLE,
-    )
-    fig = one.plot(path=tmp_path / "one.png", title="oracle")
-    assert len(fig.axes) == 2
-    many = clr_jax.range_test(
-        quadratic_loss,
-        W0,
-        quadratic_data(),
-        optimizer=optax.adamw,
-        hyperparams={"weight_decay": [0.0, 0.1, 1.0]},
-        progress=False,
-        **ORACLE,
-    )
-    many.plot(path=tmp_path / "band.png", band="std")
-    many.plot(path=tmp_path / "lines.png", labels=["wd=0", "wd=0.1", "wd=1"])
-    for name in ("one", "band", "lines"):
-        assert (tmp_path / f"{name}.png").stat().st_size > 1000
-    plt.close("all")

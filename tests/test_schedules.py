@@ -18,6 +18,7 @@ import pytest
 
 import clr_jax
 from tests import reference as ref
+from tests.helpers import TraceCounter
 
 
 class Case(NamedTuple):
@@ -280,27 +281,19 @@ def test_shapes_and_dtype(case):
 
 @pytest.mark.parametrize("case", SMALL, ids=ids(SMALL))
 def test_no_recompilation_across_counts(case):
-    traces = []
-    sched = _build(case)
-
-    @jax.jit
-    def f(count):
-        traces.append(1)
-        return sched(count)
-
+    sched = TraceCounter(_build(case))
+    f = jax.jit(sched)
     for count in (0, 1, 7, 2**24 + 1, 2**31 - 1):
         f(jnp.int32(count))
-    assert len(traces) == 1
+    assert sched.count == 1
 
 
 @pytest.mark.parametrize("case", SMALL, ids=ids(SMALL))
 def test_vmap_over_value_compiles_once(case):
-    traces = []
-
-    @jax.jit
-    def many(values, count):
-        traces.append(1)
-        return jax.vmap(lambda x: _build(case, value=x)(count))(values)
+    traced = TraceCounter(
+        lambda values, count: jax.vmap(lambda x: _build(case, value=x)(count))(values)
+    )
+    many = jax.jit(traced)
 
     values = jnp.asarray([0.5, 0.8, 1.0]) * case.value
     for count in (0, 5, case.steps):
@@ -308,24 +301,22 @@ def test_vmap_over_value_compiles_once(case):
         want = [_build(case, value=float(x))(count) for x in values]
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     many(values * 0.9, jnp.int32(1))
-    assert len(traces) == 1
+    assert traced.count == 1
 
 
 @pytest.mark.parametrize("case", SMALL, ids=ids(SMALL))
 def test_vmap_over_integer_steps_compiles_once(case):
-    traces = []
-
-    @jax.jit
-    def many(steps, count):
-        traces.append(1)
-        return jax.vmap(lambda st: _build(case, steps=st)(count))(steps)
+    traced = TraceCounter(
+        lambda steps, count: jax.vmap(lambda st: _build(case, steps=st)(count))(steps)
+    )
+    many = jax.jit(traced)
 
     steps = jnp.asarray([case.steps, case.steps + 1, 2 * case.steps + 3], jnp.int32)
     for count in (0, 3, 2 * case.steps + 1):
         got = many(steps, jnp.int32(count))
         want = [_build(case, steps=int(st))(count) for st in steps]
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
-    assert len(traces) == 1
+    assert traced.count == 1
 
 
 @pytest.mark.parametrize("case", SMALL, ids=ids(SMALL))

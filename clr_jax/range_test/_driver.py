@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh
 
 from clr_jax import _progress, _sharding
@@ -19,7 +20,7 @@ from clr_jax import _validation as v
 from clr_jax._static import StaticFn
 from clr_jax._tree import leading_size
 from clr_jax.range_test import _engine, _feed
-from clr_jax.range_test._result import RangeTestResult
+from clr_jax.range_test._result import RangeTestConfig, RangeTestResult
 
 
 def check_sweep_args(start_lr, end_lr, num_steps, mode, beta, diverge_threshold):
@@ -99,7 +100,27 @@ def _report(previous, bar) -> bool:
     return bool(np.all(diverged))
 
 
-def _collect(carry: _engine.Carry, outputs, lrs_all, num_steps: int) -> RangeTestResult:
+def _plain(value: Any) -> Any:
+    """A concrete number as a Python scalar; ``None`` for a traced value."""
+    if value is None or v.is_traced(value):
+        return None
+    return np.asarray(value).item()
+
+
+def _versions() -> tuple[tuple[str, str], ...]:
+    import clr_jax
+
+    return (
+        ("clr_jax", clr_jax.__version__),
+        ("jax", jax.__version__),
+        ("numpy", np.__version__),
+        ("optax", optax.__version__),
+    )
+
+
+def _collect(
+    carry: _engine.Carry, outputs, lrs_all, num_steps: int, config: RangeTestConfig
+) -> RangeTestResult:
     """The host form of the result: NumPy curves, ``None`` for no divergence."""
 
     def curve(parts):
@@ -130,6 +151,7 @@ def _collect(carry: _engine.Carry, outputs, lrs_all, num_steps: int) -> RangeTes
         fields.smoothed_metric,
         diverged,
         carry.state,
+        config,
     )
 
 
@@ -290,4 +312,15 @@ def range_test_with_step(
         )
     finally:
         bar.close()
-    return _collect(carry, outputs, lrs, num_steps)
+    record = RangeTestConfig(
+        start_lr=_plain(start_lr),
+        end_lr=_plain(end_lr),
+        num_steps=num_steps,
+        mode=mode,
+        beta=_plain(beta),
+        diverge_threshold=_plain(diverge_threshold),
+        batch_size=_plain(batch_size),
+        num_sweeps=num_sweeps,
+        versions=_versions(),
+    )
+    return _collect(carry, outputs, lrs, num_steps, record)

@@ -229,7 +229,7 @@ def range_test(
     values = _check_hyperparams(hyperparams)
     step = _OptaxStep(loss_fn, optimizer, bool(has_aux), metric_fn, tuple(values))
     state = _init_sweep_state(step, params, values)
-    return range_test_with_step(
+    result = range_test_with_step(
         step,
         state,
         data,
@@ -248,3 +248,6 @@ def range_test(
         mesh=mesh,
         data_axis=data_axis,
     )
+    swept = tuple((name, tuple(vals.tolist())) for name, vals in values.items())
+    config = result.config._replace(optimizer=repr(optimizer), hyperparams=swept)
+    return result.replace(config=config)

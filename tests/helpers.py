@@ -1,0 +1,48 @@
+"""Helpers shared by the test modules: a trace counter and an example loader."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+class TraceCounter:
+    """A function that counts how often JAX traces it.
+
+    Wrap a function that runs only while tracing (a loss, a step, the body of
+    a jitted function); ``count`` is then the number of compilations it took
+    part in. The wrapper is one object, so it can be reused as a jit static
+    argument across calls.
+
+    Examples:
+      >>> import jax
+      >>> f = TraceCounter(lambda x: x + 1)
+      >>> g = jax.jit(f)
+      >>> _ = g(1.0), g(2.0)
+      >>> f.count
+      1
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.count = 0
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        self.count += 1
+        return self.fn(*args, **kwargs)
+
+    def reset(self) -> None:
+        self.count = 0
+
+
+def load_example(name: str) -> ModuleType:
+    """Imports ``examples/<name>.py`` by path (``examples/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
