@@ -50,3 +50,64 @@ def leading_size(tree: Any, name: str, axis: str = "example") -> int:
 def stack(trees: list) -> Any:
     """The trees stacked leaf by leaf along a new leading axis."""
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+# ---------------------------------------------------------------------------
+# Splitting a pytree into what is traced and what is static (Equinox's
+# filter convention, without importing Equinox)
+# ---------------------------------------------------------------------------
+
+
+def is_inexact_array(leaf: Any) -> bool:
+    """A floating-point (or complex) array: what is differentiated and updated."""
+    return isinstance(leaf, jax.Array | np.ndarray | np.generic) and jnp.issubdtype(
+        leaf.dtype, jnp.inexact
+    )
+
+
+def is_array_like(leaf: Any) -> bool:
+    """An array or a Python number: what may be traced (a jit argument)."""
+    if isinstance(leaf, bool):
+        return False
+    return isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float)
+
+
+def partition(tree: Any, keep) -> tuple[Any, Any]:
+    """``(kept, rest)``: two trees of ``tree``'s structure, ``None`` in the holes.
+
+    ``keep(leaf)`` picks the leaves of ``kept``; :func:`combine` undoes it.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    kept = [leaf if keep(leaf) else None for leaf in leaves]
+    rest = [None if keep(leaf) else leaf for leaf in leaves]
+    return jax.tree.unflatten(treedef, kept), jax.tree.unflatten(treedef, rest)
+
+
+def combine(*trees: Any) -> Any:
+    """The leaves of the trees of :func:`partition`, filled back together."""
+
+    def first(*leaves):
+        return next((leaf for leaf in leaves if leaf is not None), None)
+
+    return jax.tree.map(first, *trees, is_leaf=lambda x: x is None)
+
+
+class Static:
+    """A static pytree as a hashable jit argument, equal when its parts are.
+
+    Leaves compare by :func:`clr_jax._static.fn_key` (functions by identity,
+    partials by their parts, anything unhashable by identity).
+    """
+
+    def __init__(self, tree: Any):
+        from clr_jax._static import fn_key
+
+        self.tree = tree
+        leaves, treedef = jax.tree.flatten(tree)
+        self._key = (treedef, tuple(fn_key(leaf) for leaf in leaves))
+
+    def __eq__(self, other):
+        return isinstance(other, Static) and self._key == other._key
+
+    def __hash__(self):
+        return hash(self._key)
