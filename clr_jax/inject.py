@@ -3,7 +3,10 @@
 Also the accessors that read and write an injected hyperparameter inside any
 optimizer state (``get_hyperparam``/``set_hyperparam``): the range test sets
 its learning rate per step with them, and the training loop its per-epoch
-adaptive rate.
+adaptive rate. They find injections wherever they are nested (inside
+``optax.chain``, or ``optax.inject_hyperparams`` of a factory that injects
+again, as :func:`with_schedules` does); of nested ones only the innermost
+reaches the update, so that is the one read, and every one is set.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 __all__ = [
+    "check_settable",
     "get_hyperparam",
     "has_hyperparam",
     "is_scheduled",
@@ -95,53 +99,104 @@ def _is_injected(node: Any) -> bool:
 
 
 def _injected_states(opt_state: Any) -> list[Any]:
-    leaves = jax.tree.leaves(opt_state, is_leaf=_is_injected)
-    return [leaf for leaf in leaves if _is_injected(leaf)]
+    """Every injected state, outer ones before those nested in their inner state."""
+    found = []
+    for node in jax.tree.leaves(opt_state, is_leaf=_is_injected):
+        if _is_injected(node):
+            found += [node, *_injected_states(node.inner_state)]
+    return found
 
 
-def _owner(opt_state: Any, name: str) -> Any | None:
-    """The first injected state (in tree order) holding hyperparameter ``name``."""
-    for state in _injected_states(opt_state):
-        if name in state.hyperparams:
-            return state
-    return None
+def _owners(opt_state: Any, name: str) -> list[Any]:
+    """The injected states that drive ``name``, in tree order.
+
+    When injections nest (``inject_hyperparams`` of a factory that injects
+    again, such as :func:`with_schedules`), only the innermost value reaches
+    the update: the outer one is passed to the inner factory, which reads
+    its own state instead.
+    """
+    holders = [s for s in _injected_states(opt_state) if name in s.hyperparams]
+    return [
+        s
+        for s in holders
+        if not any(name in t.hyperparams for t in _injected_states(s.inner_state))
+    ]
 
 
 def has_hyperparam(opt_state: Any, name: str) -> bool:
     """Whether ``opt_state`` holds an injected hyperparameter ``name``."""
-    return _owner(opt_state, name) is not None
+    return bool(_owners(opt_state, name))
 
 
 def is_scheduled(opt_state: Any, name: str) -> bool:
-    """Whether injected hyperparameter ``name`` is recomputed by a schedule."""
-    owner = _owner(opt_state, name)
-    return owner is not None and name in getattr(owner, "hyperparams_states", {})
+    """Whether injected hyperparameter ``name`` is recomputed by a schedule
+    (in the injection that reaches the update)."""
+    return any(
+        name in getattr(owner, "hyperparams_states", {})
+        for owner in _owners(opt_state, name)
+    )
 
 
 def get_hyperparam(opt_state: Any, name: str, default: Any = None) -> Any:
-    """The value of injected hyperparameter ``name`` (the first one found)."""
-    owner = _owner(opt_state, name)
-    return default if owner is None else owner.hyperparams[name]
+    """The value of injected hyperparameter ``name``: the first one (in tree
+    order) that reaches the update."""
+    owners = _owners(opt_state, name)
+    return owners[0].hyperparams[name] if owners else default
 
 
 def set_hyperparam(opt_state: Any, name: str, value: Any) -> Any:
-    """``opt_state`` with injected hyperparameter ``name`` set to ``value``.
+    """``opt_state`` with every injected hyperparameter ``name`` set to ``value``.
 
-    The value keeps the stored dtype and shape, so a compiled step that calls
-    this never recompiles.
+    Nested injections are found wherever they are (inside ``optax.chain``,
+    ``optax.inject_hyperparams`` of a factory that injects again,
+    :func:`with_schedules`), and all of them are set, so the one that reaches
+    the update is too. The value keeps the stored dtype and shape, so a
+    compiled step that calls this never recompiles.
+
+    Raises:
+      ValueError: when ``opt_state`` holds no injected ``name``.
     """
-    owner = _owner(opt_state, name)
-    if owner is None:
+    if not has_hyperparam(opt_state, name):
         raise ValueError(
             f"the optimizer state has no injected hyperparameter `{name}`; build "
             "the optimizer with optax.inject_hyperparams or clr_jax.with_schedules."
         )
-    old = owner.hyperparams[name]
-    new = jnp.asarray(value, old.dtype).reshape(old.shape)
+    return _set_everywhere(opt_state, name, value)
 
+
+def _set_everywhere(tree: Any, name: str, value: Any) -> Any:
     def replace(node):
-        if node is owner:
-            return node._replace(hyperparams={**node.hyperparams, name: new})
-        return node
+        if not _is_injected(node):
+            return node
+        node = node._replace(inner_state=_set_everywhere(node.inner_state, name, value))
+        if name not in node.hyperparams:
+            return node
+        old = node.hyperparams[name]
+        new = jnp.asarray(value, old.dtype).reshape(old.shape)
+        return node._replace(hyperparams={**node.hyperparams, name: new})
 
-    return jax.tree.map(replace, opt_state, is_leaf=_is_injected)
+    return jax.tree.map(replace, tree, is_leaf=_is_injected)
+
+
+def check_settable(opt_state: Any, name: str, argument: str = "optimizer") -> None:
+    """Setting ``name`` with :func:`set_hyperparam` changes the update.
+
+    Raises:
+      ValueError: naming ``argument`` when no injected ``name`` reaches the
+        update, or when the one that does is recomputed by a schedule (which
+        would overwrite the value set).
+    """
+    if not has_hyperparam(opt_state, name):
+        raise ValueError(
+            f"`{argument}` must let the range test drive its `{name}`, but no "
+            f"injected `{name}` was found in its state. Pass a factory taking "
+            f"`{name}` (optax.sgd, functools.partial(optax.adamw, weight_decay="
+            "1e-4)), or build it with optax.inject_hyperparams(optax.sgd)"
+            f"({name}=0.0)."
+        )
+    if is_scheduled(opt_state, name):
+        raise ValueError(
+            f"`{argument}` must inject `{name}` as a number for the range test to "
+            f"set, but its `{name}` is a schedule, which would overwrite every "
+            "value set. Build it with a number instead."
+        )

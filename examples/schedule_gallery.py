@@ -4,9 +4,12 @@ Draws, on a single figure with the update count on the x axis:
 
 * Smith's cyclical policies: ``triangular``, ``triangular2``, ``exp_range``,
   the three windows (triangular, Welch, Hann) side by side, an asymmetric
-  cycle (``step_size_down``), a custom ``scale_fn`` through ``cyclical``,
-  and ``cyclical_momentum`` against the learning rate it pairs with;
-* SGDR: ``cosine_restarts`` with ``cycle_mult`` 1, 2 and 1.5 (with decay);
+  cycle (``step_size_down``), a composed bound (a ``triangular`` whose
+  ``max_lr`` is ``optax.cosine_decay_schedule``), a custom ``scale_fn``
+  through ``cyclical``, and ``cyclical_momentum`` against the learning rate
+  it pairs with;
+* SGDR: ``cosine_restarts`` with ``cycle_mult`` 1, 2 and 1.5 (with decay
+  above a ``min_lr`` floor);
 * 1cycle: ``one_cycle`` (cos, linear, three-phase), each with its
   ``one_cycle_momentum`` on a second y axis;
 * the range-test ramp ``lr_sweep``, exponential (log scale) and linear.
@@ -32,6 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import clr_jax
 
@@ -46,10 +50,12 @@ LEGEND_HEADROOM = 0.22  # fraction of the data range added above for the legend
 
 
 class Curve(NamedTuple):
-    """One line of a panel: a schedule and its legend label (``None``: none)."""
+    """One line of a panel: a schedule, its legend label (``None``: none), and
+    whether it is drawn dashed (a bound rather than a rate)."""
 
     schedule: Callable
     label: str | None = None
+    dashed: bool = False
 
 
 class Panel(NamedTuple):
@@ -97,11 +103,7 @@ def _cyclical_panels() -> list[Panel]:
             1200,
             (Curve(clr_jax.triangular(lo, hi, 50, step_size_down=350)),),
         ),
-        Panel(
-            "triangular2(1e-3, 6e-3, 200, window='hann')",
-            1200,
-            (Curve(clr_jax.triangular2(lo, hi, 200, window="hann")),),
-        ),
+        _composed_panel(lo, hi),
         Panel(
             "cyclical(1e-3, 6e-3, 200,\nscale_fn=lambda c: 1 / c)",
             1200,
@@ -114,6 +116,19 @@ def _cyclical_panels() -> list[Panel]:
             momentum=Curve(clr_jax.cyclical_momentum(0.85, 0.95, 200), "momentum"),
         ),
     ]
+
+
+def _composed_panel(lo: float, hi: float) -> Panel:
+    """A bound that is a schedule: the cycle's peak follows a cosine decay."""
+    peak = optax.cosine_decay_schedule(hi, 1200, alpha=0.25)
+    return Panel(
+        "triangular(1e-3, optax.cosine_decay_\nschedule(6e-3, 1200, alpha=0.25), 100)",
+        1200,
+        (
+            Curve(clr_jax.triangular(lo, peak, 100), "lr"),
+            Curve(peak, "max_lr(t)", dashed=True),
+        ),
+    )
 
 
 def _restart_panels() -> list[Panel]:
@@ -129,9 +144,15 @@ def _restart_panels() -> list[Panel]:
             (Curve(clr_jax.cosine_restarts(1.0, 100, cycle_mult=2)),),
         ),
         Panel(
-            "cosine_restarts(1.0, 100,\ncycle_mult=1.5, decay=0.7)",
+            "cosine_restarts(1.0, 100, cycle_mult=1.5,\ndecay=0.7, min_lr=0.2)",
             1300,
-            (Curve(clr_jax.cosine_restarts(1.0, 100, cycle_mult=1.5, decay=0.7)),),
+            (
+                Curve(
+                    clr_jax.cosine_restarts(
+                        1.0, 100, cycle_mult=1.5, decay=0.7, min_lr=0.2
+                    )
+                ),
+            ),
         ),
     ]
 
@@ -214,7 +235,8 @@ def _plain_number(value: float, _position=None) -> str:
 def _draw_panel(ax, panel: Panel, values: PanelValues, ticker) -> None:
     color = LR_COLOR if len(panel.curves) == 1 else None
     for curve, curve_values in zip(panel.curves, values.curves, strict=True):
-        ax.plot(values.counts, curve_values, color=color, lw=1.4, label=curve.label)
+        style = {"ls": "--", "lw": 1.0} if curve.dashed else {"lw": 1.4}
+        ax.plot(values.counts, curve_values, color=color, label=curve.label, **style)
     ax.set_title(panel.title, fontsize=9.5, family="monospace")
     ax.set_xlim(0, panel.num_counts - 1)
     ax.grid(alpha=0.3)

@@ -58,7 +58,11 @@ def exp_range(counts, base, peak, up, gamma, down=None, window="triangular"):
 
 
 def cosine_restarts(counts, peak, t0, min_lr=0.0, mult=1.0, decay=1.0):
-    """SGDR: cycle i lasts t0 * mult**i, starts where the previous ends."""
+    """SGDR: cycle i lasts t0 * mult**i, starts where the previous ends.
+
+    ``decay`` scales the amplitude above the fixed floor ``min_lr`` (Keras's
+    ``m_mul``), so every value stays in ``[min_lr, peak]``.
+    """
     out = []
     for t in counts:
         t = int(t)
@@ -71,11 +75,36 @@ def cosine_restarts(counts, peak, t0, min_lr=0.0, mult=1.0, decay=1.0):
                 start += length
                 length = length * mult
                 i += 1
-        lr_peak = peak * decay**i
+        amplitude = (peak - min_lr) * decay**i
         out.append(
-            min_lr
-            + (lr_peak - min_lr) * (1 + math.cos(math.pi * (t - start) / length)) / 2
+            min_lr + amplitude * (1 + math.cos(math.pi * (t - start) / length)) / 2
         )
+    return np.asarray(out, np.float64)
+
+
+def keras_cosine_decay_restarts(counts, initial, first_steps, t_mul, m_mul, alpha):
+    """Keras ``CosineDecayRestarts`` in its own parametrisation (fractions of
+    the first cycle): the multiplier decays from 1 to ``alpha``, and each
+    restart scales the part above ``alpha`` by ``m_mul``."""
+    out = []
+    for t in counts:
+        fraction = int(t) / first_steps
+        if t_mul == 1.0:
+            restarts = math.floor(fraction)
+            fraction -= restarts
+        else:
+            restarts = math.floor(
+                math.log1p(fraction * (t_mul - 1.0)) / math.log(t_mul)
+            )
+            # The log rounds: move to the cycle whose start <= fraction < next.
+            while (t_mul ** (restarts + 1) - 1.0) / (t_mul - 1.0) <= fraction:
+                restarts += 1
+            while (t_mul**restarts - 1.0) / (t_mul - 1.0) > fraction:
+                restarts -= 1
+            done = (t_mul**restarts - 1.0) / (t_mul - 1.0)
+            fraction = (fraction - done) / t_mul**restarts
+        cosine = 0.5 * m_mul**restarts * (1.0 + math.cos(math.pi * fraction))
+        out.append(initial * ((1.0 - alpha) * cosine + alpha))
     return np.asarray(out, np.float64)
 
 

@@ -73,3 +73,34 @@ def test_get_and_set_hyperparam_inside_a_chained_state():
     assert get_hyperparam(state, "b1", default="absent") == "absent"
     with pytest.raises(ValueError, match="`b1`"):
         set_hyperparam(state, "b1", 0.9)
+
+
+def test_nested_injections_are_found_and_the_innermost_reaches_the_update():
+    from clr_jax.inject import get_hyperparam, set_hyperparam
+
+    # inject_hyperparams of a factory that injects again: the outer rate is
+    # passed to the inner factory, which reads its own state instead.
+    opt = optax.inject_hyperparams(optax.inject_hyperparams(optax.sgd))(
+        learning_rate=0.0
+    )
+    params = jnp.ones(3)
+    state = set_hyperparam(opt.init(params), "learning_rate", 0.5)
+    assert float(state.inner_state.hyperparams["learning_rate"]) == 0.5
+    assert float(state.hyperparams["learning_rate"]) == 0.5  # every one is set
+    updates, _ = opt.update(jnp.ones(3), state, params)
+    np.testing.assert_allclose(updates, -0.5 * np.ones(3))
+    inner = state._replace(hyperparams={"learning_rate": jnp.float32(9.0)})
+    assert float(get_hyperparam(inner, "learning_rate")) == 0.5  # the inner one
+
+
+def test_check_settable_refuses_missing_and_scheduled_rates():
+    from clr_jax.inject import check_settable
+
+    params = jnp.ones(2)
+    ok = optax.chain(optax.clip(1.0), optax.inject_hyperparams(optax.sgd)(0.1))
+    check_settable(ok.init(params), "learning_rate")
+    with pytest.raises(ValueError, match="`optimizer` must let the range test"):
+        check_settable(optax.sgd(0.1).init(params), "learning_rate")
+    scheduled = optax.inject_hyperparams(optax.sgd)(lambda c: 0.1 * c)
+    with pytest.raises(ValueError, match="is a schedule"):
+        check_settable(scheduled.init(params), "learning_rate")
