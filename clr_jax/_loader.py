@@ -1,14 +1,21 @@
 """Host data loaders: anything iterable that is not an array pytree.
 
 One set of rules for every entry point that takes a loader (the range test,
-``fit``): a loader is iterated with ``iter()`` (an iterator is used as it
-is), batches are stacked a chunk at a time, a batch whose shapes differ
-from the first one is refused with its index and the fix, and a loader that
-ends early says after how many batches.
+``fit``'s streaming path): a loader is iterated with ``iter()`` (an iterator
+is used as it is), batches are pulled and stacked a chunk at a time, a batch
+whose shapes differ from the first one is refused with its index and the fix,
+and a loader that ends early says after how many batches.
+
+A DataLoader-like object (``torch.utils.data.DataLoader``), a
+``tf.data``-like dataset (``ds.as_numpy_iterator()`` or the dataset itself
+when it yields NumPy-convertible values) and a grain loader are all loaders:
+each has ``__iter__`` and is not a pytree of arrays. Nothing here imports
+them.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -27,29 +34,78 @@ def is_loader(data: Any) -> bool:
         return True
     if isinstance(data, jax.Array | np.ndarray | str | bytes):
         return False
-    leaves = jax.tree.leaves(data)
-    is_leaf = len(leaves) == 1 and leaves[0] is data  # not a pytree container
-    return is_leaf and isinstance(data, Iterable)
+    if not isinstance(data, Iterable):
+        return False
+    try:  # a registered pytree container (without flattening a generator)
+        jax.tree_util.flatten_one_level(data)
+    except ValueError:
+        return True
+    return False
 
 
-def stack(batches: list, *, first_index: int) -> Any:
+def shapes(batch: Any) -> Any:
+    """The batch's structure with every leaf replaced by its shape."""
+    return jax.tree.map(np.shape, batch)
+
+
+def stack(
+    batches: list, *, first_index: int, reference: tuple[int, Any] | None = None
+) -> Any:
     """The batches stacked along a new leading (step) axis, as NumPy arrays.
 
+    Args:
+      batches: batches of one structure and the same shapes.
+      first_index: the index of ``batches[0]`` in the loader, for errors.
+      reference: ``(index, shapes(batch))`` of a batch every one must match
+        (the loader's first batch); default ``batches[0]``.
+
     Raises:
-      ValueError: naming the batch (counted from ``first_index``) whose
-        structure or shapes differ from the first batch's.
+      ValueError: naming the batch (its index in the loader) whose structure
+        or shapes differ from the reference batch's, and the fix.
     """
-    reference = _shapes(batches[0])
-    for offset, batch in enumerate(batches[1:], start=1):
-        shapes = _shapes(batch)
-        if shapes != reference:
+    index, expected = reference or (first_index, shapes(batches[0]))
+    for offset, batch in enumerate(batches):
+        found = shapes(batch)
+        if found != expected:
             raise ValueError(
-                f"`data` batch {first_index + offset} has shapes {shapes}, but "
-                f"batch {first_index} has {reference}; every batch must have the "
+                f"`data` batch {first_index + offset} has shapes {found}, but "
+                f"batch {index} has {expected}; every batch must have the "
                 "same shapes (drop the last partial batch: drop_last=True)."
             )
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches)
 
 
-def _shapes(batch: Any) -> Any:
-    return jax.tree.map(np.shape, batch)
+def pull(iterator: Iterator, count: int, *, taken: int, needed: int) -> list:
+    """The next ``count`` batches of ``iterator``.
+
+    Args:
+      iterator: the loader's iterator (``iter(loader)``).
+      count: how many batches to pull.
+      taken: how many batches were pulled before, for the error.
+      needed: how many batches the whole run needs, for the error.
+
+    Raises:
+      ValueError: when the loader ends before ``count`` batches, saying after
+        how many batches it ended.
+    """
+    batches = list(itertools.islice(iterator, count))
+    if len(batches) < count:
+        raise ValueError(
+            f"`data` loader ended after {taken + len(batches)} batches, but "
+            f"{needed} are needed (num_steps); give a longer loader or fewer steps."
+        )
+    return batches
+
+
+def to_device(stacked: Any, sharding: Any = None) -> Any:
+    """Stacked host batches on the device, or split by ``sharding``.
+
+    With a sharding each process passes its own part of the global batch
+    (``jax.make_array_from_process_local_data``): on one host that is the
+    whole batch, on several hosts each host's loader yields its share.
+    """
+    if sharding is None:
+        return jax.device_put(stacked)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, x), stacked
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -111,3 +112,35 @@ class Static:
 
     def __hash__(self):
         return hash(self._key)
+
+
+def trainable_mask(tree: Any) -> list[bool]:
+    """Which leaves of ``tree`` (in ``jax.tree.leaves`` order) an optimizer updates.
+
+    Floating-point arrays, Equinox's filter convention. Inside a Flax NNX
+    module only the values of ``nnx.Param`` variables are trained: the other
+    variables (BatchNorm statistics, RNG counters) are state that the forward
+    pass updates. NNX is looked for only when ``flax.nnx`` is already
+    imported, so this never imports flax.
+    """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None:
+        return [is_inexact_array(leaf) for leaf in jax.tree.leaves(tree)]
+
+    def marks(node):
+        if not isinstance(node, nnx.Variable):
+            return [is_inexact_array(node)]
+        trained = isinstance(node, nnx.Param)
+        return [trained and is_inexact_array(leaf) for leaf in jax.tree.leaves(node)]
+
+    nodes = jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return [mark for node in nodes for mark in marks(node)]
+
+
+def partition_trainable(tree: Any) -> tuple[Any, Any]:
+    """``(trainable, rest)`` by :func:`trainable_mask`; :func:`combine` undoes it."""
+    leaves, treedef = jax.tree.flatten(tree)
+    mask = trainable_mask(tree)
+    kept = [leaf if m else None for leaf, m in zip(leaves, mask, strict=True)]
+    rest = [None if m else leaf for leaf, m in zip(leaves, mask, strict=True)]
+    return jax.tree.unflatten(treedef, kept), jax.tree.unflatten(treedef, rest)

@@ -186,3 +186,42 @@ def warn(message: str, category: type[Warning]) -> None:
 
 def _inside_package(filename: str) -> bool:
     return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+
+
+def check_scalar(name: str, value: Any) -> None:
+    """One real number: a Python number or a 0-d array, concrete or traced.
+
+    A bool, a string, a list or a complex number raises ``TypeError``; an
+    array with a shape (an empty one included) raises ``ValueError``.
+    """
+    numeric = isinstance(value, int | float | np.generic | np.ndarray | jax.Array)
+    dtype = getattr(value, "dtype", None) if numeric else None
+    if numeric and dtype is None:  # a Python number
+        dtype = np.asarray(value).dtype
+    real = dtype is not None and (
+        jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+    )
+    if not real or isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be a real number (a Python number or a 0-d array); got "
+            f"{value!r} of type {type(value).__name__}."
+        )
+    if np.ndim(value) != 0:
+        raise ValueError(
+            f"`{name}` must be a single number (a 0-d array); got an array of shape "
+            f"{np.shape(value)}. For many values, build one schedule per value and "
+            "stack them leaf by leaf, or jax.vmap over the value."
+        )
+
+
+def check_concrete(name: str, value: Any, why: str) -> None:
+    """``value`` is not traced (it decides a shape or the program's layout).
+
+    Raises:
+      TypeError: naming ``name`` and ``why`` for a traced value.
+    """
+    if is_traced(value):
+        raise TypeError(
+            f"`{name}` must be a concrete Python number inside jax.jit or jax.vmap "
+            f"({why}); got a traced value. Pass it as a static argument."
+        )

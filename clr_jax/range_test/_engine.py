@@ -1,22 +1,24 @@
 """The compiled sweep: the only code of the range test that runs on the device.
 
-One chunk of the sweep is one ``lax.while_loop`` (one sweep) or one masked
-``lax.scan`` (many sweeps under ``vmap``); see the package docstring for why.
-Every step trains, smooths the loss, checks for divergence and freezes the
-state from the diverging step on.
+A chunk of the sweep is one ``lax.while_loop`` over blocks of steps that
+stops once every sweep has diverged; a block is a ``lax.scan`` of masked
+steps (``vmap``-ed for many sweeps). Every step trains, smooths the loss,
+checks for divergence and freezes the state from the diverging step on; see
+the package docstring for why it is laid out this way.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 
-from clr_jax import _sharding, schedules
+from clr_jax import _sharding
 from clr_jax._tree import all_finite
 from clr_jax.data import take
 from clr_jax.range_test._feed import DataForm
@@ -27,12 +29,20 @@ class Config(NamedTuple):
 
     num_steps: int
     chunk_size: int
+    block: int  # steps between two looks at divergence (and evaluations)
     form: DataForm
     check_threshold: bool
     num_sweeps: int | None
     source_batched: bool  # per-sweep batch indices (one key per sweep)
-    mesh: Mesh | None
-    data_axis: str | None
+    batch_sharding: NamedSharding | None
+    state_shardings: tuple | None  # one sweep's, leaf by leaf
+
+
+class Fns(NamedTuple):
+    """The user's functions (hashable: static in the compile key)."""
+
+    step: Callable  # (state, batch, lr) -> (state, loss[, metric])
+    evaluate: Callable | None  # (state, batch) -> loss or (loss, metric)
 
 
 class Carry(NamedTuple):
@@ -50,28 +60,29 @@ class StepOut(NamedTuple):
     smoothed_metric: jax.Array | None
 
 
-def _call_step(step_fn, state, batch, lr):
-    """Runs the user's step and checks what it returns."""
-    out = step_fn(state, batch, lr)
-    if not isinstance(out, tuple) or len(out) not in (2, 3):
-        raise ValueError(
-            "`step_fn` must return (state, loss) or (state, loss, metric); got "
-            f"{type(out).__name__} {out!r:.80}."
-        )
-    new_state, loss, *metric = out
+class ValOut(NamedTuple):
+    loss: jax.Array
+    metric: jax.Array | None
+
+
+def _scalars(out, what: str) -> tuple[jax.Array, jax.Array | None]:
+    """``loss`` or ``(loss, metric)`` as float32 scalars, checked."""
+    loss, *metric = out if isinstance(out, tuple) else (out,)
+    if len(metric) > 1:
+        raise ValueError(f"`{what}` must return a loss and at most one metric.")
     for name, value in (("loss", loss), *(("metric", m) for m in metric)):
         if jnp.shape(value) != ():
             raise ValueError(
-                f"`step_fn` must return a scalar {name}; got shape {jnp.shape(value)}."
+                f"`{what}` must return a scalar {name}; got shape {jnp.shape(value)}."
             )
-    return new_state, loss, (metric[0] if metric else None)
+    as_f32 = [jnp.asarray(x).astype(jnp.float32) for x in (loss, *metric)]
+    return as_f32[0], (as_f32[1] if metric else None)
 
 
-def _shard_batch(batch, config: Config):
-    if config.mesh is None:
-        return batch
-    sharding = _sharding.batch_sharding(config.mesh, config.data_axis)
-    return _sharding.constrain(batch, sharding)
+def _call_step(step_fn, state, batch, lr):
+    """Runs the user's step (its tuple is checked by the driver's wrapper)."""
+    new_state, *scalars = step_fn(state, batch, lr)
+    return (new_state, *_scalars(tuple(scalars), "step_fn"))
 
 
 def _ema(ema, value, beta, correction):
@@ -79,19 +90,21 @@ def _ema(ema, value, beta, correction):
     return ema, ema / correction
 
 
-def _sweep_step(step_fn, config: Config, data, knobs, carry: Carry, xs, frozen=None):
-    """One training step of the sweep, with smoothing and the divergence check.
+def _sweep_step(fns: Fns, config: Config, data, knobs, carry: Carry, xs):
+    """One masked training step: smoothing, the divergence check, the freeze.
 
-    ``frozen`` (a boolean scalar, or ``None`` for never) discards the step:
-    the carry comes back unchanged and the outputs are NaN.
+    A frozen step (after divergence, or padding past ``num_steps``) is
+    computed and discarded: the carry comes back unchanged and the outputs
+    are NaN. The state is frozen at the last finite one: the diverging
+    update is dropped.
     """
     step, lr, source = xs
     beta, threshold = knobs
+    frozen = (carry.diverged_step >= 0) | (step >= config.num_steps)
     batch = take(data, source) if config.form is DataForm.SAMPLED else source
-    new_state, loss, metric = _call_step(
-        step_fn, carry.state, _shard_batch(batch, config), lr
-    )
-    loss = loss.astype(jnp.float32)
+    batch = _sharding.constrain(batch, config.batch_sharding)
+    new_state, loss, metric = _call_step(fns.step, carry.state, batch, lr)
+    new_state = _sharding.constrain_leaves(new_state, config.state_shardings)
     correction = 1.0 - beta ** (step + 1).astype(jnp.float32)
     ema_loss, smoothed = _ema(carry.ema_loss, loss, beta, correction)
     best = jnp.minimum(carry.best, smoothed)
@@ -100,120 +113,126 @@ def _sweep_step(step_fn, config: Config, data, knobs, carry: Carry, xs, frozen=N
         diverged |= smoothed - best > (threshold - 1.0) * jnp.abs(best)
     ema_metric, smoothed_metric = carry.ema_metric, None
     if metric is not None:
-        metric = metric.astype(jnp.float32)
         ema_metric, smoothed_metric = _ema(carry.ema_metric, metric, beta, correction)
-    new_carry = Carry(
-        new_state, ema_loss, best, ema_metric, jnp.where(diverged, step, -1)
-    )
+    scalars = (ema_loss, best, ema_metric, jnp.where(diverged, step, -1))
+    old = (carry.ema_loss, carry.best, carry.ema_metric, carry.diverged_step)
+    scalars = [jnp.where(frozen, o, n) for o, n in zip(old, scalars, strict=True)]
+    keep = diverged | frozen
+    state = jax.tree.map(lambda o, n: lax.select(keep, o, n), carry.state, new_state)
     out = StepOut(loss, smoothed, metric, smoothed_metric)
-    # Freeze at the last finite state: the diverging update is dropped.
-    keep_state = diverged
-    if frozen is not None:
-        keep_state = diverged | frozen
-        new_carry = jax.tree.map(
-            lambda old, new: jnp.where(frozen, old, new),
-            carry._replace(state=None),
-            new_carry._replace(state=None),
-        )
-        out = jax.tree.map(lambda v: jnp.where(frozen, jnp.nan, v), out)
-    state = jax.tree.map(
-        lambda old, new: lax.select(keep_state, old, new), carry.state, new_state
+    out = jax.tree.map(lambda x: jnp.where(frozen, jnp.nan, x), out)
+    return Carry(state, *scalars), out
+
+
+def _evaluate(fns: Fns, config: Config, state, val) -> ValOut:
+    """The mean loss (and metric) of ``state`` over the validation batches."""
+
+    def score(batch):
+        batch = _sharding.constrain(batch, config.batch_sharding)
+        return ValOut(*_scalars(fns.evaluate(state, batch), "val_fn"))
+
+    return jax.tree.map(lambda x: jnp.mean(x, axis=0), lax.map(score, val))
+
+
+def _block(fns: Fns, config: Config, data, val, knobs, carry: Carry, xs):
+    """One sweep's block: masked steps, then the evaluation on ``val``."""
+    step = functools.partial(_sweep_step, fns, config, data, knobs)
+    carry, out = lax.scan(step, carry, xs)
+    if val is None:
+        return carry, out, None
+    scores = _evaluate(fns, config, carry.state, val)
+    scores = jax.tree.map(
+        lambda x: jnp.where(carry.diverged_step >= 0, jnp.nan, x), scores
     )
-    return new_carry._replace(state=state), out
+    return carry, out, scores
 
 
-def _sweep_chunk(step_fn, config: Config, data, knobs, carry: Carry, xs):
-    """The chunk's steps as a ``while_loop`` that stops at divergence.
+def _nan_buffers(shapes, length: int, axis: int):
+    def buffer(s):
+        shape = (*s.shape[:axis], length, *s.shape[axis + 1 :])
+        return jnp.full(shape, jnp.nan, s.dtype)
 
-    Outputs start as NaN and each step writes its own row, so the steps after
-    a divergence (and the padding past ``num_steps``) cost nothing: no
-    per-step ``lax.cond``, whose price on CPU is about 5% of a small step.
-    """
-    steps = xs[0]
-    size = steps.shape[0]
-    body = functools.partial(_sweep_step, step_fn, config, data, knobs)
-
-    def row(i):
-        return jax.tree.map(
-            lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False), xs
-        )
-
-    shapes = jax.eval_shape(body, carry, row(0))[1]
-    outputs = jax.tree.map(
-        lambda s: jnp.full((size, *s.shape), jnp.nan, s.dtype), shapes
-    )
-
-    def running(loop):
-        i, carry, _ = loop
-        return (i < size) & (carry.diverged_step < 0) & (steps[i] < config.num_steps)
-
-    def advance(loop):
-        i, carry, outputs = loop
-        carry, out = body(carry, row(i))
-        outputs = jax.tree.map(lambda buf, v: buf.at[i].set(v), outputs, out)
-        return i + 1, carry, outputs
-
-    _, carry, outputs = lax.while_loop(running, advance, (0, carry, outputs))
-    return carry, outputs
+    return jax.tree.map(buffer, shapes)
 
 
-def _masked_sweep_chunk(step_fn, config: Config, data, knobs, carry: Carry, xs):
-    """The chunk as a ``scan`` whose frozen steps are computed and discarded.
-
-    For many sweeps under ``vmap``: there a ``while_loop`` runs until every
-    sweep stops and selects its whole carry, output buffers included, at
-    every step, which costs more than this per-step mask.
-    """
-
-    def step(carry, xs):
-        frozen = (carry.diverged_step >= 0) | (xs[0] >= config.num_steps)
-        return _sweep_step(step_fn, config, data, knobs, carry, xs, frozen)
-
-    return lax.scan(step, carry, xs)
-
-
-@functools.partial(jax.jit, static_argnames=("step_fn", "config"))
-def run_chunk(step_fn, config: Config, carry, data, knobs, index, lrs, source):
+@functools.partial(jax.jit, static_argnames=("fns", "config"))
+def run_chunk(fns: Fns, config: Config, carry, data, val, knobs, index, lrs, source):
     """Chunk ``index`` (``config.chunk_size`` steps) of the sweep as one loop.
 
     ``lrs`` holds every step's rate; ``source`` every step's batch indices or
     batches (sliced here, so the host dispatches nothing per chunk), or, for
-    a host iterator, only this chunk's batches.
+    a loader, only this chunk's batches. Returns the carry, the chunk's step
+    outputs and its evaluations (one per block; ``None`` without ``val``).
     """
-    size = config.chunk_size
+    size, block = config.chunk_size, config.block
+    many = config.num_sweeps is not None
     start = index * size
-    steps = start + jnp.arange(size, dtype=jnp.int32)
-    lrs = lax.dynamic_slice_in_dim(lrs, start, size)
-    if config.form is not DataForm.ITERATOR:
-        axis = 1 if config.source_batched else 0
+    src_axis = 1 if config.source_batched else 0
+    if config.form is not DataForm.LOADER:
         source = jax.tree.map(
-            lambda x: lax.dynamic_slice_in_dim(x, start, size, axis), source
+            lambda x: lax.dynamic_slice_in_dim(x, start, size, src_axis), source
+        )
+    sweep = functools.partial(_block, fns, config, data, val, knobs)
+    if many:
+        per_sweep = 0 if config.source_batched else None
+        sweep = jax.vmap(sweep, in_axes=(0, (None, None, per_sweep)))
+
+    def xs_of(b):
+        offset = b * block
+        steps = start + offset + jnp.arange(block, dtype=jnp.int32)
+        src = jax.tree.map(
+            lambda x: lax.dynamic_slice_in_dim(x, offset, block, src_axis), source
+        )
+        return steps, lax.dynamic_slice_in_dim(lrs, start + offset, block), src
+
+    shapes = jax.eval_shape(sweep, carry, xs_of(0))
+    axis = 1 if many else 0
+    outs = _nan_buffers(shapes[1], size, axis)
+    scores = _nan_buffers(shapes[2], size // block, axis)
+
+    def running(loop):
+        b, carry, *_ = loop
+        first = start + b * block
+        return (
+            (b < size // block)
+            & (first < config.num_steps)
+            & jnp.any(carry.diverged_step < 0)
         )
 
-    chunk = _sweep_chunk if config.num_sweeps is None else _masked_sweep_chunk
+    def advance(loop):
+        b, carry, outs, scores = loop
+        carry, out, score = sweep(carry, xs_of(b))
+        outs = jax.tree.map(
+            lambda buf, x: lax.dynamic_update_slice_in_dim(buf, x, b * block, axis),
+            outs,
+            out,
+        )
+        scores = jax.tree.map(
+            lambda buf, x: lax.dynamic_update_index_in_dim(buf, x, b, axis),
+            scores,
+            score,
+        )
+        return b + 1, carry, outs, scores
 
-    def one_sweep(carry, source):
-        return chunk(step_fn, config, data, knobs, carry, (steps, lrs, source))
-
-    if config.num_sweeps is None:
-        return one_sweep(carry, source)
-    in_axes = (0, 0 if config.source_batched else None)
-    return jax.vmap(one_sweep, in_axes=in_axes)(carry, source)
+    loop = (jnp.int32(0), carry, outs, scores)
+    _, carry, outs, scores = lax.while_loop(running, advance, loop)
+    return carry, outs, scores
 
 
-@functools.partial(jax.jit, static_argnames=("num_steps", "padded", "mode"))
-def sweep_lrs(start_lr, end_lr, *, num_steps, padded, mode):
-    """The sweep's rates, padded by repeating the last one to ``padded`` steps."""
-    sweep = schedules.lr_sweep(start_lr, end_lr, num_steps, mode=mode)
-    return sweep(jnp.arange(padded, dtype=jnp.int32))
+@functools.partial(jax.jit, static_argnames=("padded",))
+def sweep_lrs(schedule, *, padded):
+    """The sweep's rates (a ``lr_sweep`` schedule, a pytree argument, so other
+    rates reuse the compiled function), held at the last one to ``padded``."""
+    return schedule(jnp.arange(padded, dtype=jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("num_sweeps", "broadcast"))
-def initial_carry(state, *, num_sweeps, broadcast) -> Carry:
+@functools.partial(jax.jit, static_argnames=("num_sweeps", "broadcast", "shardings"))
+def initial_carry(state, *, num_sweeps, broadcast, shardings) -> Carry:
     if broadcast:  # one initial state shared by every sweep
         state = jax.tree.map(
             lambda x: jnp.broadcast_to(x, (num_sweeps, *x.shape)), state
         )
+    state = _sharding.constrain_leaves(state, shardings)
     shape = () if num_sweeps is None else (num_sweeps,)
     zeros = jnp.zeros(shape, jnp.float32)
     return Carry(

@@ -5,11 +5,15 @@
   are drawn once, up front, from the key).
 * :attr:`DataForm.BATCHED`: arrays whose leading axis is the step and the
   second the batch; the sweep slices its steps.
-* :attr:`DataForm.ITERATOR`: a host iterator of batches, stacked on the host
-  one chunk at a time; each chunk is one call of the compiled sweep.
+* :attr:`DataForm.LOADER`: a host loader (anything :func:`clr_jax._loader.
+  is_loader` calls one: an iterator, a DataLoader-like, ``tf.data``-like or
+  grain object), stacked on the host one chunk at a time by the shared
+  loader rules; each chunk is one call of the compiled sweep.
 
 Each form gives a :class:`Feed`: the device-resident data (sampled form
-only) and one source per chunk, in order.
+only) and one source per chunk, in order. The array forms trace (inside a
+user's ``jit`` or ``vmap``); the loader form is host-only. Validation data
+(:func:`validation_feed`) is always arrays, split into equal batches once.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clr_jax import _sharding
+from clr_jax import _loader, _sharding
 from clr_jax import _validation as v
 from clr_jax._tree import leading_size
 from clr_jax.data import batch_indices
@@ -35,7 +39,7 @@ from clr_jax.data import batch_indices
 class DataForm(enum.Enum):
     SAMPLED = "sampled"
     BATCHED = "batched"
-    ITERATOR = "iterator"
+    LOADER = "loader"
 
 
 class Feed(NamedTuple):
@@ -48,12 +52,19 @@ class Feed(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """The sweep's layout in chunks and its placement."""
+    """The sweep's layout in chunks and blocks, and its placement.
+
+    A chunk is one compiled call; a block is the stretch of steps between
+    two looks at divergence (and two evaluations on validation data) inside
+    it. Every chunk is a whole number of blocks.
+    """
 
     num_steps: int
     chunk: int
+    block: int
     mesh: Mesh | None
     axis: str | None
+    traced: bool  # inside a user's jit/vmap: nothing is placed by hand
 
     @property
     def num_chunks(self) -> int:
@@ -69,17 +80,28 @@ class Plan(NamedTuple):
             return None
         return NamedSharding(_sharding.auto_axes(self.mesh), P(None, self.axis))
 
+    def put(self, tree: Any, sharding: Any) -> Any:
+        """``tree`` on ``sharding``; left to the user's program when traced."""
+        if self.traced or sharding is None:
+            return tree
+        return jax.device_put(tree, sharding)
+
+    def replicate(self, tree: Any) -> Any:
+        if self.mesh is None:
+            return tree
+        return self.put(tree, _sharding.replicated(self.mesh))
+
 
 def form_of(data: Any, batched: bool) -> DataForm:
-    if isinstance(data, Iterator):
-        return DataForm.ITERATOR
+    if _loader.is_loader(data):
+        return DataForm.LOADER
     return DataForm.BATCHED if batched else DataForm.SAMPLED
 
 
 def make_feed(data, *, form: DataForm, batch_size, keys, plan: Plan) -> Feed:
     """The :class:`Feed` of ``data`` in ``form``, after checking it."""
-    if form is DataForm.ITERATOR:
-        return iterator_feed(data, batch_size=batch_size, plan=plan)
+    if form is DataForm.LOADER:
+        return loader_feed(data, batch_size=batch_size, plan=plan)
     if form is DataForm.BATCHED:
         return batched_feed(data, batch_size=batch_size, plan=plan)
     return sampled_feed(data, batch_size=batch_size, keys=keys, plan=plan)
@@ -97,10 +119,9 @@ def sampled_feed(data, *, batch_size, keys, plan: Plan) -> Feed:
             "`batch_size` must be given for data sampled on device; got None."
         )
     n = leading_size(data, "data")
+    v.check_concrete("batch_size", batch_size, "it sets the shape of a batch")
     batch_size = v.check_batch_size(batch_size, n)
     _check_split(batch_size, plan)
-    replicated = None if plan.mesh is None else _sharding.replicated(plan.mesh)
-    data = jax.device_put(data, replicated)
     batched_keys = keys.ndim == 1
     indices = _sample_plan(
         keys,
@@ -111,7 +132,7 @@ def sampled_feed(data, *, batch_size, keys, plan: Plan) -> Feed:
         batched=batched_keys,
     )
     sources = itertools.repeat(indices, plan.num_chunks)
-    return Feed(DataForm.SAMPLED, data, sources, batched_keys)
+    return Feed(DataForm.SAMPLED, plan.replicate(data), sources, batched_keys)
 
 
 def batched_feed(data, *, batch_size, plan: Plan) -> Feed:
@@ -123,52 +144,78 @@ def batched_feed(data, *, batch_size, plan: Plan) -> Feed:
             f"`data` (batched=True); got {plan.num_steps}."
         )
     given = {np.shape(x)[1] for x in jax.tree.leaves(data) if np.ndim(x) > 1}
-    if batch_size is not None and given != {batch_size}:
-        raise ValueError(
-            f"`batch_size` must match the pre-batched data's batch axis {given}; "
-            f"got {batch_size}."
-        )
+    if batch_size is not None:
+        batch_size = v.check_step_count("batch_size", batch_size)
+        if given != {batch_size}:
+            raise ValueError(
+                "`batch_size` must match the pre-batched data's batch axis "
+                f"{given}; got {batch_size}."
+            )
     if plan.mesh is not None:
         _check_split(given.pop(), plan)
     stacked = jax.tree.map(
         lambda x: _pad_steps(x[: plan.num_steps], padded=plan.padded),
-        jax.device_put(data, plan.per_step_sharding()),
+        plan.put(data, plan.per_step_sharding()),
     )
     sources = itertools.repeat(stacked, plan.num_chunks)
     return Feed(DataForm.BATCHED, None, sources, False)
 
 
-def iterator_feed(data: Iterator, *, batch_size, plan: Plan) -> Feed:
-    """A host iterator, pulled one chunk of batches at a time."""
+def loader_feed(data, *, batch_size, plan: Plan) -> Feed:
+    """A host loader, pulled one chunk of batches at a time."""
+    if plan.traced:
+        raise TypeError(
+            "a host loader or iterator cannot be read inside jax.jit or jax.vmap; "
+            "pass arrays instead: examples sampled on the device (batch_size=, "
+            "key=) or pre-batched steps (batched=True)."
+        )
     if batch_size is not None:
-        _check_split(batch_size, plan)
-    sources = _iterator_chunks(data, plan)
-    return Feed(DataForm.ITERATOR, None, sources, False)
+        _check_split(v.check_step_count("batch_size", batch_size), plan)
+    sources = _loader_chunks(iter(data), plan)
+    return Feed(DataForm.LOADER, None, sources, False)
 
 
-def _iterator_chunks(data: Iterator, plan: Plan):
-    """Pulls ``plan.chunk`` batches at a time from a host iterator."""
+def _loader_chunks(iterator: Iterator, plan: Plan):
+    """Pulls ``plan.chunk`` batches at a time (the last chunk padded by
+    repeating its last batch; its padding steps are masked: never recorded)."""
     sharding = plan.per_step_sharding()
+    reference = None
     for start in range(0, plan.num_steps, plan.chunk):
         want = min(plan.chunk, plan.num_steps - start)
-        batches = list(itertools.islice(data, want))
-        if len(batches) < want:
-            raise ValueError(
-                f"`data` iterator ran out after {start + len(batches)} batches; "
-                f"num_steps is {plan.num_steps}."
-            )
-        yield _stack_batches(batches, plan.chunk, sharding)
+        batches = _loader.pull(iterator, want, taken=start, needed=plan.num_steps)
+        reference = reference or (0, _loader.shapes(batches[0]))
+        padding = [batches[-1]] * (plan.chunk - want)
+        stacked = _loader.stack(
+            batches + padding, first_index=start, reference=reference
+        )
+        yield _loader.to_device(stacked, sharding)
 
 
-def _stack_batches(batches: list, total: int, sharding) -> Any:
-    """``total`` stacked batches (the last one repeated as padding), on device."""
-    batches = batches + [batches[-1]] * (total - len(batches))
-    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches)
-    if sharding is None:
-        return jax.device_put(stacked)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, x), stacked
+def validation_feed(val_data, *, val_batch_size, plan: Plan) -> Any:
+    """Validation examples as equal batches ``[batches, batch, ...]``.
+
+    Raises:
+      ValueError: naming ``val_data`` or ``val_batch_size`` for data without a
+        leading example axis, a batch larger than the data, one that does not
+        split it evenly, or a batch that does not split over the mesh.
+    """
+    n = leading_size(val_data, "val_data")
+    size = (
+        n
+        if val_batch_size is None
+        else v.check_step_count("val_batch_size", val_batch_size)
     )
+    if size > n or n % size:
+        v.fail(
+            "val_batch_size",
+            f"a divisor of the {n} validation examples (trim `val_data` to a "
+            "multiple of it, or pass another size)",
+            val_batch_size,
+        )
+    shards = _sharding.data_shards(plan.mesh, plan.axis)
+    v.check_divisible("val_batch_size", size, shards)
+    batches = jax.tree.map(lambda x: x.reshape(n // size, size, *x.shape[1:]), val_data)
+    return plan.replicate(batches)
 
 
 @functools.partial(
@@ -187,5 +234,5 @@ def _sample_plan(keys, *, n, batch_size, num_steps, padded, batched):
 @functools.partial(jax.jit, static_argnames=("padded",))
 def _pad_steps(x, padded):
     """Pads the leading (step) axis to ``padded`` by repeating the last step;
-    the padding steps of the last chunk are never run."""
+    padding steps are masked: they change nothing and are never recorded."""
     return jnp.concatenate([x, jnp.repeat(x[-1:], padded - x.shape[0], 0)])
