@@ -12,14 +12,28 @@ same data order rule, same per-epoch test evaluation:
   (c) ``fit(..., seeds=8)``: 8 trainings in one vmapped program;
   (d) 8 sequential ``fit`` calls with the same 8 keys;
 
+  (e) ``fit`` with an orbax checkpoint after every epoch (and every 5);
+  (f) ``fit`` streaming the same batches from a host loader (an iterable of
+      NumPy batches, re-iterated each epoch) instead of device-resident data;
+
 and, for context: (b) reading each step's loss on the host (a logging
 loop); a bare ``lax.scan`` of the same updates with nothing else (no
 evaluation, history or guard), the limit on this machine; and (a) vs (b)
 on a small MLP (64-32-32-10), where per-step overhead weighs more.
 
 Compilation is timed apart (the first call); runs are timed after a warm-up,
-with ``block_until_ready``, min and median over interleaved repeats. Targets on a 2-core
-CPU: (a) >= 1.3x the steps/s of (b); (c) <= 0.6x the time of (d).
+with ``block_until_ready``, min and median over interleaved repeats.
+
+Separately, *compile included*: (g) 8 ``max_lr`` values as one
+``fit(learning_rate=[...])`` grid (one vmapped program) against (h) 8
+sequential ``fit`` calls with the 8 schedules (one compilation: the
+schedules are arguments), and against 8 sequential calls whose schedules
+are closures (8 compilations, the behaviour before schedules were values);
+each measured from a cold cache (a fresh loss function object), with the
+number of compilations of the epoch program counted.
+
+Targets on a 2-core CPU: (a) >= 1.3x the steps/s of (b); (c) <= 0.6x the
+time of (d); (g) <= 0.6x the time of (h).
 
 Usage: python benchmarks/train.py [--epochs 20] [--repeats 5]
 """
@@ -29,7 +43,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 
 import flax
@@ -42,6 +58,7 @@ import optax
 import clr_jax
 from clr_jax import flax as clr_flax
 from clr_jax.data import load_digits
+from clr_jax.flax import _programs
 
 BATCH = 128
 SEEDS = 8
@@ -62,7 +79,9 @@ class MLP(nn.Module):
 # -- the two loops ----------------------------------------------------------------
 
 
-def fit(data, epochs: int, key, seeds: int | None = None, width: int = 256):
+def fit(data, epochs: int, key, seeds: int | None = None, width: int = 256, **kw):
+    settings = dict(learning_rate=SCHEDULE, momentum=MOMENTUM, seeds=seeds)
+    settings.update(kw)
     return clr_flax.fit(
         MLP(width),
         data,
@@ -70,11 +89,148 @@ def fit(data, epochs: int, key, seeds: int | None = None, width: int = 256):
         batch_size=BATCH,
         key=key,
         optimizer=optax.sgd,
+        progress=False,
+        **settings,
+    )
+
+
+def checkpointed(data, epochs: int, key, every: int):
+    """``fit`` saving an orbax checkpoint every ``every`` epochs (a fresh
+    directory each call, removed afterwards)."""
+    directory = tempfile.mkdtemp(prefix="clr_jax_bench_")
+    try:
+        return fit(data, epochs, key, checkpoint_dir=directory, checkpoint_every=every)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class HostLoader:
+    """An iterable of NumPy batches in a fresh shuffled order each epoch, as a
+    DataLoader hands them over."""
+
+    def __init__(self, data):
+        self.x, self.y = data.x_train, data.y_train
+        self.rng = np.random.default_rng(0)
+
+    def __len__(self):
+        return len(self.y) // BATCH
+
+    def __iter__(self):
+        order = self.rng.permutation(len(self.y))[: len(self) * BATCH]
+        for idx in order.reshape(len(self), BATCH):
+            yield self.x[idx], self.y[idx]
+
+
+def streamed(data, epochs: int, key):
+    return clr_flax.fit(
+        MLP(),
+        HostLoader(data),
+        epochs=epochs,
+        key=key,
+        optimizer=optax.sgd,
         learning_rate=SCHEDULE,
         momentum=MOMENTUM,
-        seeds=seeds,
+        eval_data=(data.x_test, data.y_test),
         progress=False,
     )
+
+
+class FreshLoss:
+    """Softmax cross-entropy as a new object: a cold compile cache for ``fit``
+    (the loss is part of the compiled epoch's static key)."""
+
+    def __call__(self, logits, labels):
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def epoch_compilations() -> int:
+    """How many variants of ``fit``'s compiled epoch exist so far."""
+    return _programs.epoch._cache_size()
+
+
+MAX_LRS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
+
+
+def lr_schedules():
+    """Eight freshly built schedules (new objects, as a sweep builds them)."""
+    return [clr_jax.triangular(0.01, m, step_size=40) for m in MAX_LRS]
+
+
+def grid_vmapped(data, epochs: int, key, loss, width: int = 256) -> None:
+    clr_flax.fit(
+        MLP(width),
+        data,
+        epochs=epochs,
+        batch_size=BATCH,
+        key=key,
+        optimizer=optax.sgd,
+        learning_rate=lr_schedules(),
+        momentum=MOMENTUM,
+        loss_fn=loss,
+        progress=False,
+    )
+
+
+def grid_sequential(
+    data, epochs: int, key, loss, width: int = 256, closures: bool = False
+) -> None:
+    """8 fits one after another. ``closures`` wraps each schedule in a new
+    function, as a closure-based schedule is: each fit then recompiles (the
+    behaviour before schedules were pytree values)."""
+    for schedule in lr_schedules():
+        if closures:
+            schedule = lambda count, s=schedule: s(count)  # noqa: E731
+        clr_flax.fit(
+            MLP(width),
+            data,
+            epochs=epochs,
+            batch_size=BATCH,
+            key=key,
+            optimizer=optax.sgd,
+            learning_rate=schedule,
+            momentum=MOMENTUM,
+            loss_fn=loss,
+            progress=False,
+        )
+
+
+def cold_cases(data, epochs: int) -> dict:
+    """``name: loss -> None``, each measured from a cold compile cache."""
+    key = jax.random.key(0)
+    return {
+        "max_lr_grid_vmapped": lambda loss: grid_vmapped(data, epochs, key, loss),
+        "max_lr_sequential": lambda loss: grid_sequential(data, epochs, key, loss),
+        "max_lr_sequential_closures": lambda loss: grid_sequential(
+            data, epochs, key, loss, closures=True
+        ),
+        "max_lr_grid_vmapped_small_mlp": lambda loss: grid_vmapped(
+            data, epochs, key, loss, width=32
+        ),
+        "max_lr_sequential_small_mlp": lambda loss: grid_sequential(
+            data, epochs, key, loss, width=32
+        ),
+    }
+
+
+def measure_cold(fns: dict, repeats: int) -> dict[str, dict]:
+    """Each call from a cold compile cache (a new loss object), compile
+    included; also the number of compilations of the epoch per call."""
+    runs = {name: [] for name in fns}
+    compiles = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            before = epoch_compilations()
+            runs[name].append(timed(lambda fn=fn: fn(FreshLoss())))
+            compiles[name] = epoch_compilations() - before
+    return {
+        name: {
+            "min_s": min(runs[name]),
+            "median_s": statistics.median(runs[name]),
+            "epoch_compilations": compiles[name],
+            "repeats": repeats,
+        }
+        for name in fns
+    }
 
 
 def make_python_loop(data, width: int = 256, read_loss: bool = False):
@@ -194,6 +350,103 @@ def environment() -> dict:
     }
 
 
+def warm_cases(data, epochs: int) -> dict:
+    """``name: (function, trainings it runs)``, timed after a warm-up."""
+    steps = epochs * (len(data.y_train) // BATCH)
+    key = jax.random.key(0)
+    keys = jax.random.split(key, SEEDS)
+    loop = make_python_loop(data)
+    logging_loop = make_python_loop(data, read_loss=True)
+    small_loop = make_python_loop(data, width=32)
+    bare = make_bare_scan(data, steps)
+    return {
+        "fit": (lambda: fit(data, epochs, key), 1),
+        "python_loop": (lambda: loop(epochs, 0), 1),
+        "python_loop_read_loss": (lambda: logging_loop(epochs, 0), 1),
+        "bare_scan_limit": (lambda: bare(key), 1),
+        "fit_seeds_vmapped": (lambda: fit(data, epochs, key, seeds=SEEDS), SEEDS),
+        "fit_seeds_sequential": (lambda: [fit(data, epochs, k) for k in keys], SEEDS),
+        "fit_checkpoint_every_epoch": (lambda: checkpointed(data, epochs, key, 1), 1),
+        "fit_checkpoint_every_5": (lambda: checkpointed(data, epochs, key, 5), 1),
+        "fit_streamed_loader": (lambda: streamed(data, epochs, key), 1),
+        "fit_small_mlp": (lambda: fit(data, epochs, key, width=32), 1),
+        "python_loop_small_mlp": (lambda: small_loop(epochs, 0), 1),
+        "seeds_vmapped_small_mlp": (
+            lambda: fit(data, epochs, key, seeds=SEEDS, width=32),
+            SEEDS,
+        ),
+        "seeds_sequential_small_mlp": (
+            lambda: [fit(data, epochs, k, width=32) for k in keys],
+            SEEDS,
+        ),
+    }
+
+
+RATIO_LABELS = {
+    "fit_speedup": "fit vs Python loop, steps/s (target >= 1.3)",
+    "fit_speedup_vs_read_loss": "fit vs a loop reading each loss",
+    "fit_speedup_small_mlp": "fit vs Python loop, small MLP",
+    "fit_vs_limit": "fit time / bare scan time (the limit)",
+    "seeds_time": "8 vmapped / 8 sequential, time (target <= 0.6)",
+    "seeds_time_small_mlp": "8 vmapped / 8 sequential, time, small MLP",
+    "checkpoint_every_epoch": "fit + checkpoint every epoch / fit",
+    "checkpoint_every_5": "fit + checkpoint every 5 epochs / fit",
+    "streamed": "fit streaming a loader / device-resident fit",
+    "grid_time": "8 max_lr grid / 8 sequential, compile incl. (<= 0.6)",
+    "grid_time_vs_closures": "8 max_lr grid / 8 recompiling sequential fits",
+    "grid_time_small_mlp": "8 max_lr grid / 8 sequential, small MLP",
+}
+
+
+def ratios_of(rows: dict, cold: dict) -> dict[str, float]:
+    def ratio(slow: str, fast: str, table=rows) -> float:
+        return table[slow]["median_s"] / table[fast]["median_s"]
+
+    return {
+        "fit_speedup": ratio("python_loop", "fit"),
+        "fit_speedup_vs_read_loss": ratio("python_loop_read_loss", "fit"),
+        "fit_speedup_small_mlp": ratio("python_loop_small_mlp", "fit_small_mlp"),
+        "fit_vs_limit": ratio("fit", "bare_scan_limit"),
+        "seeds_time": ratio("fit_seeds_vmapped", "fit_seeds_sequential"),
+        "seeds_time_small_mlp": ratio(
+            "seeds_vmapped_small_mlp", "seeds_sequential_small_mlp"
+        ),
+        "checkpoint_every_epoch": ratio("fit_checkpoint_every_epoch", "fit"),
+        "checkpoint_every_5": ratio("fit_checkpoint_every_5", "fit"),
+        "streamed": ratio("fit_streamed_loader", "fit"),
+        "grid_time": ratio("max_lr_grid_vmapped", "max_lr_sequential", cold),
+        "grid_time_vs_closures": ratio(
+            "max_lr_grid_vmapped", "max_lr_sequential_closures", cold
+        ),
+        "grid_time_small_mlp": ratio(
+            "max_lr_grid_vmapped_small_mlp", "max_lr_sequential_small_mlp", cold
+        ),
+    }
+
+
+def report(rows: dict, cold: dict, ratios: dict, env: dict, epochs: int, steps: int):
+    print(f"digits MLP 64-256-256-10 (small: 64-32-32-10), batch {BATCH}, ")
+    print(f"{epochs} epochs = {steps} updates per training; {env['device']}, ")
+    print(f"jax {env['jax']}, flax {env['flax']}\n")
+    header = f"{'measurement':<28}{'first call s':>13}{'min s':>9}{'median s':>10}"
+    print(header + f"{'steps/s':>10}")
+    for name, row in rows.items():
+        print(
+            f"{name:<28}{row['first_call_s']:>13.2f}{row['min_s']:>9.3f}"
+            f"{row['median_s']:>10.3f}{row['steps_per_s']:>10.0f}"
+        )
+    print(f"\ncompile included{'':<12}{'min s':>9}{'median s':>10}{'compiles':>10}")
+    for name, row in cold.items():
+        print(
+            f"{name:<28}{row['min_s']:>9.2f}{row['median_s']:>10.2f}"
+            f"{row['epoch_compilations']:>10}"
+        )
+    print()
+    for name, label in RATIO_LABELS.items():
+        print(f"{label:<56}{ratios[name]:>6.2f}")
+    print()
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -202,77 +455,17 @@ def main(argv=None) -> list[dict]:
 
     data = load_digits()
     steps = args.epochs * (len(data.y_train) // BATCH)
-    key = jax.random.key(0)
-    keys = jax.random.split(key, SEEDS)
-    loop = make_python_loop(data)
-    logging_loop = make_python_loop(data, read_loss=True)
-    small_loop = make_python_loop(data, width=32)
-    bare = make_bare_scan(data, steps)
-
-    # name: (function, trainings it runs)
-    cases = {
-        "fit": (lambda: fit(data, args.epochs, key), 1),
-        "python_loop": (lambda: loop(args.epochs, 0), 1),
-        "python_loop_read_loss": (lambda: logging_loop(args.epochs, 0), 1),
-        "bare_scan_limit": (lambda: bare(key), 1),
-        "fit_seeds_vmapped": (lambda: fit(data, args.epochs, key, seeds=SEEDS), SEEDS),
-        "fit_seeds_sequential": (
-            lambda: [fit(data, args.epochs, k) for k in keys],
-            SEEDS,
-        ),
-        "fit_small_mlp": (lambda: fit(data, args.epochs, key, width=32), 1),
-        "python_loop_small_mlp": (lambda: small_loop(args.epochs, 0), 1),
-        "seeds_vmapped_small_mlp": (
-            lambda: fit(data, args.epochs, key, seeds=SEEDS, width=32),
-            SEEDS,
-        ),
-        "seeds_sequential_small_mlp": (
-            lambda: [fit(data, args.epochs, k, width=32) for k in keys],
-            SEEDS,
-        ),
-    }
+    cases = warm_cases(data, args.epochs)
     rows = measure_all({name: fn for name, (fn, _) in cases.items()}, args.repeats)
     for name, row in rows.items():
         row["steps_per_s"] = cases[name][1] * steps / row["median_s"]
-
-    def ratio(slow: str, fast: str) -> float:
-        return rows[slow]["median_s"] / rows[fast]["median_s"]
-
-    ratios = {
-        "fit_speedup": ratio("python_loop", "fit"),
-        "fit_speedup_vs_read_loss": ratio("python_loop_read_loss", "fit"),
-        "fit_speedup_small_mlp": ratio("python_loop_small_mlp", "fit_small_mlp"),
-        "fit_vs_limit": ratio("fit", "bare_scan_limit"),
-        "seeds_time": ratio("fit_seeds_vmapped", "fit_seeds_sequential"),
-        "seeds_time_small_mlp": 1.0
-        / ratio("seeds_sequential_small_mlp", "seeds_vmapped_small_mlp"),
-    }
+    cold = measure_cold(cold_cases(data, args.epochs), max(1, args.repeats // 2))
+    ratios = ratios_of(rows, cold)
     env = environment()
-    print(f"digits MLP 64-256-256-10 (small: 64-32-32-10), batch {BATCH}, ")
-    print(f"{args.epochs} epochs = {steps} updates per training; {env['device']}, ")
-    print(f"jax {env['jax']}, flax {env['flax']}, {args.repeats} repeats\n")
-    header = f"{'measurement':<24}{'first call s':>13}{'min s':>9}{'median s':>10}"
-    print(header + f"{'steps/s':>10}")
-    for name, row in rows.items():
-        print(
-            f"{name:<24}{row['first_call_s']:>13.2f}{row['min_s']:>9.3f}"
-            f"{row['median_s']:>10.3f}{row['steps_per_s']:>10.0f}"
-        )
-    labels = {
-        "fit_speedup": "fit vs Python loop, steps/s (target >= 1.3)",
-        "fit_speedup_vs_read_loss": "fit vs a loop reading each loss",
-        "fit_speedup_small_mlp": "fit vs Python loop, small MLP",
-        "fit_vs_limit": "fit time / bare scan time (the limit)",
-        "seeds_time": "8 vmapped / 8 sequential, time (target <= 0.6)",
-        "seeds_time_small_mlp": "8 vmapped / 8 sequential, time, small MLP",
-    }
-    print()
-    for name, label in labels.items():
-        print(f"{label:<48}{ratios[name]:>6.2f}")
-    print()
+    report(rows, cold, ratios, env, args.epochs, steps)
 
     records = []
-    for name, row in rows.items():
+    for name, row in {**rows, **cold}.items():
         record = {"benchmark": "train", "measurement": name, "steps": steps, **row}
         records.append({**record, **env})
     for name, value in ratios.items():

@@ -48,10 +48,10 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from clr_jax import _validation as v
+from clr_jax._tree import leading_size
 
 __all__ = [
     "LOSSES",
@@ -349,20 +349,10 @@ def _max_chunk_norms(fn, params, xs, ys, *, batch_size):
 
 
 def _check_estimator_args(fn_name: str, fn: Any, data: Any, batch_size: Any) -> int:
-    if not callable(fn):
-        raise ValueError(f"`{fn_name}` must be callable; got {fn!r}.")
+    v.check_callable(fn_name, fn)
     batch_size = v.check_step_count("batch_size", batch_size)
-    leaves = jax.tree.leaves(data)
-    if not leaves:
-        raise ValueError(f"`data` must hold at least one array; got {data!r}.")
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
-    if None in sizes or len(sizes) != 1:
-        raise ValueError(
-            "`data` must have the same leading (example) axis in every array; "
-            f"got leading sizes {sorted(map(str, sizes))}."
-        )
-    if sizes.pop() == 0:
-        raise ValueError("`data` must hold at least one example; got 0.")
+    if leading_size(data, "data") == 0:
+        v.fail("data", "at least one example", "0 examples")
     return batch_size
 
 

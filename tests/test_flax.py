@@ -499,8 +499,10 @@ def test_bad_arguments_raise_value_error_naming_them(case, digits):
 
 def test_bad_data_raises_value_error(digits):
     data = digits[False]
-    with pytest.raises(ValueError, match="`data`"):
-        clr_flax.fit(LinenMLP(), (data.x_train, data.y_train), **fit_kwargs())
+    with pytest.raises(ValueError, match="`data`"):  # (x, y) alone is fine, not 3
+        clr_flax.fit(
+            LinenMLP(), (data.x_train, data.y_train, data.x_test), **fit_kwargs()
+        )
     with pytest.raises(ValueError, match="`data`"):
         mismatched = data._replace(y_test=data.y_test[:-1])
         clr_flax.fit(LinenMLP(), mismatched, **fit_kwargs())

@@ -11,6 +11,7 @@ import pytest
 
 import clr_jax
 from clr_jax import flax as clr_flax
+from tests.helpers import TraceCounter
 
 BATCH = 64
 
@@ -117,6 +118,36 @@ def test_scale_multiplies_the_rate(digits):
     a = _fit(digits, plain, epochs=1).history.policy_log["lr"]
     b = _fit(digits, damped, epochs=1).history.policy_log["lr"]
     np.testing.assert_allclose(b, 0.1 * a, rtol=1e-6)
+
+
+# Traced only while the compiled epoch is built (the policy calls it inside).
+COUNTED_FEATURES = TraceCounter(_features)
+
+
+def test_new_policy_values_do_not_recompile_the_epoch(digits):
+    def policy(weight_decay, scale):
+        return clr_flax.lipschitz_policy(
+            COUNTED_FEATURES,
+            num_classes=10,
+            batch_size=BATCH,
+            weight_decay=weight_decay,
+            scale=scale,
+        )
+
+    first = _fit(digits, policy(1e-3, 1.0), epochs=1)
+    assert COUNTED_FEATURES.count > 0
+    COUNTED_FEATURES.reset()
+    settings = [(0.0, 1.0), (1e-4, 0.5), (1e-2, 0.25), (1e-3, 0.1), (5e-3, 2.0)]
+    runs = [_fit(digits, policy(wd, sc), epochs=1) for wd, sc in settings]
+    assert COUNTED_FEATURES.count == 0  # five new policies, one compiled epoch
+    # The values took effect: epoch 0's rate is scale / K of the same weights.
+    k_z = float(first.history.policy_log["k_z"][0])
+    w = float(first.history.policy_log["max_weight_norm"][0])
+    for (wd, sc), run in zip(settings, runs, strict=True):
+        k = 9 / (10 * BATCH) * k_z + wd * w
+        np.testing.assert_allclose(run.history.policy_log["lr"][0], sc / k, rtol=1e-5)
+    assert isinstance(runs[0].history.policy_log, dict)
+    assert repr(policy(0.0, 1.0)).startswith("LipschitzPolicy(")
 
 
 def test_policy_runs_under_vmapped_seeds(digits):

@@ -1,62 +1,18 @@
-"""The argument checks and conversions of ``fit`` (host side, plain Python).
+"""The argument checks of ``fit`` (host side, plain Python).
 
 Each check raises ``ValueError`` naming the argument, the rule and the value.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import numpy as np
-import optax
 
-from clr_jax import _sharding
 from clr_jax import _validation as v
-from clr_jax.flax._epoch import NO_PLACEMENT, Placement
 from clr_jax.flax._state import TrainState
-from clr_jax.inject import has_hyperparam, is_scheduled, with_schedules
-
-
-def build_optimizer(
-    optimizer, learning_rate, hyperparams
-) -> optax.GradientTransformation:
-    """A ready transformation as given, or the factory's through
-    :func:`clr_jax.with_schedules` (the same object for equal arguments)."""
-    if isinstance(optimizer, optax.GradientTransformation):
-        if learning_rate is not None or hyperparams:
-            raise ValueError(
-                "`learning_rate` and other hyperparameters must be left out when "
-                "`optimizer` is a ready GradientTransformation; got "
-                f"{ {'learning_rate': learning_rate, **hyperparams}!r}."
-            )
-        return optimizer
-    if not callable(optimizer):
-        v.fail(
-            "optimizer",
-            "an optax factory (e.g. optax.sgd) or a GradientTransformation",
-            optimizer,
-        )
-    if learning_rate is None:
-        raise ValueError(
-            "`learning_rate` must be given (a number or a schedule) with an "
-            f"optimizer factory; got {learning_rate!r}."
-        )
-    if not callable(learning_rate):
-        v.check_non_negative("learning_rate", learning_rate)
-    try:
-        items = tuple(sorted(hyperparams.items()))
-        return cached_with_schedules(optimizer, learning_rate, items)
-    except TypeError:  # unhashable hyperparameters (arrays): no reuse
-        return with_schedules(optimizer, learning_rate=learning_rate, **hyperparams)
-
-
-@functools.lru_cache(maxsize=64)
-def cached_with_schedules(optimizer, learning_rate, items):
-    """One transformation per distinct arguments: the optimizer is static in the
-    compiled epoch's cache key, so rebuilding it would recompile every call."""
-    return with_schedules(optimizer, learning_rate=learning_rate, **dict(items))
+from clr_jax.inject import has_hyperparam, is_scheduled
 
 
 def check_key(key: Any) -> None:
@@ -80,24 +36,6 @@ def check_optimizer_state(opt_state: Any, lr_policy: Any) -> None:
             )
 
 
-def split_data(data: Any) -> tuple[Any, np.ndarray, Any, np.ndarray]:
-    """``(x_train, y_train, x_test, y_test)`` of a Dataset or a 4-tuple."""
-    if not isinstance(data, tuple) or len(data) not in (4, 5):
-        raise ValueError(
-            "`data` must be a clr_jax.data.Dataset or a tuple (x_train, y_train, "
-            f"x_test, y_test); got {type(data).__name__}."
-        )
-    x_train, y_train, x_test, y_test = data[:4]
-    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if np.shape(x)[:1] != np.shape(y)[:1] or np.ndim(y) != 1 or len(y) == 0:
-            raise ValueError(
-                f"the {name} inputs and labels in `data` must share a non-empty "
-                f"leading axis, labels 1-D; got shapes {np.shape(x)} and "
-                f"{np.shape(y)}."
-            )
-    return x_train, np.asarray(y_train), x_test, np.asarray(y_test)
-
-
 def check_seeds(seeds: Any, reinitialises: bool) -> int | None:
     if seeds is None:
         return None
@@ -106,69 +44,164 @@ def check_seeds(seeds: Any, reinitialises: bool) -> int | None:
         raise ValueError(
             "`seeds` needs a model that can be initialised per seed: pass a "
             "Linen module or an NNX factory `rngs -> nnx.Module`; got a built "
-            "nnx.Module."
+            "model (an nnx.Module or a pytree)."
         )
     return seeds
 
 
-def placement(mesh, data_axis, batch_size: int) -> tuple[Placement, int]:
-    """Shardings for ``mesh`` (data parallel) and the number of data shards."""
-    axis = _sharding.resolve_data_axis(mesh, data_axis)
-    if mesh is None:
-        return NO_PLACEMENT, 1
-    shards = _sharding.data_shards(mesh, axis)
-    v.check_divisible("batch_size", batch_size, shards)
-    placement = Placement(
-        batch=_sharding.batch_sharding(mesh, axis),
-        replicated=_sharding.replicated(mesh),
-    )
-    return placement, shards
-
-
-def eval_chunk(eval_batch_size, num_test: int, shards: int) -> int:
-    """Test examples per compiled chunk: at most 1024 by default (one chunk
-    for small test sets, so no padding), a multiple of the data shards."""
-    whole = -(-num_test // shards) * shards
+def eval_chunk(eval_batch_size, num_eval: int, shards: int) -> int:
+    """Evaluation examples per compiled chunk: the whole split up to 1024 by
+    default, a multiple of the data shards (the remainder is one more,
+    smaller chunk)."""
     if eval_batch_size is None:
+        whole = max(num_eval // shards * shards, shards)
         return min(whole, 1024 // shards * shards or shards)
     eval_batch_size = v.check_step_count("eval_batch_size", eval_batch_size)
     v.check_divisible("eval_batch_size", eval_batch_size, shards)
-    return min(eval_batch_size, whole)
+    return eval_batch_size
 
 
-def check_counts(epochs, start_epoch, batch_size, num_train: int) -> tuple:
-    epochs = v.check_step_count("epochs", epochs)
-    start_epoch = v.check_step_count("start_epoch", start_epoch, minimum=0)
-    if start_epoch >= epochs:
-        raise ValueError(
-            f"`start_epoch` must be < epochs ({epochs}); got {start_epoch}."
-        )
-    batch_size = v.check_batch_size(batch_size, num_train)
-    return epochs, start_epoch, batch_size
+def chunk_size(value: Any, length: int | None) -> int:
+    """Streamed updates per compiled chunk: the epoch up to 32 by default."""
+    if value is None:
+        return min(length or 32, 32)
+    return v.check_step_count("chunk_size", value)
 
 
-def check_initial_state(state: Any, seeds: int | None) -> None:
-    if not isinstance(state, TrainState):
-        raise ValueError(
-            "`initial_state` must be a clr_jax.flax.TrainState (from fit or "
-            f"create_train_state); got {type(state).__name__}."
-        )
-    want = () if seeds is None else (seeds,)
-    if jnp.shape(state.step) != want:
-        raise ValueError(
-            f"`initial_state` must have step shape {want} (one per seed); got "
-            f"{jnp.shape(state.step)}."
-        )
-
-
-def snapshots(snapshot_every, total_updates: int) -> tuple[int | None, int]:
+def snapshots(snapshot_every, total_updates: int | None) -> tuple[int | None, int]:
     """``(snapshot_every, number of snapshots)`` of the run (``(None, 0)``: none)."""
     if snapshot_every is None:
         return None, 0
     snapshot_every = v.check_step_count("snapshot_every", snapshot_every)
+    if total_updates is None:
+        v.fail(
+            "snapshot_every",
+            "None for a loader without len() (the number of snapshots is fixed by "
+            "the run's total updates)",
+            snapshot_every,
+        )
     if snapshot_every > total_updates:
         raise ValueError(
             f"`snapshot_every` must be <= the {total_updates} updates of the run; "
             f"got {snapshot_every}."
         )
     return snapshot_every, total_updates // snapshot_every
+
+
+def check_callbacks(callbacks: Any) -> tuple:
+    if callbacks is None:
+        return ()
+    if callable(callbacks):
+        callbacks = (callbacks,)
+    callbacks = tuple(callbacks)
+    for i, callback in enumerate(callbacks):
+        v.check_callable(f"callbacks[{i}]", callback)
+    return callbacks
+
+
+def check_checkpointing(checkpoint_dir, checkpoint_every, keep, resume) -> tuple:
+    resume = v.check_bool("resume", resume)
+    if checkpoint_dir is None:
+        if resume:
+            v.fail("resume", "False without a checkpoint_dir", resume)
+        return None, None, None, False
+    every = v.check_step_count("checkpoint_every", checkpoint_every)
+    keep = None if keep is None else v.check_step_count("keep", keep)
+    return checkpoint_dir, every, keep, resume
+
+
+def state_layout(state: Any, seeds: int | None) -> tuple[bool, bool]:
+    """``(grid, seeds)`` run axes of an ``initial_state``, from its step's shape.
+
+    Raises:
+      ValueError: naming ``initial_state`` for anything but a TrainState, or
+        a step shape that fits no layout.
+    """
+    if not isinstance(state, TrainState):
+        raise ValueError(
+            "`initial_state` must be a clr_jax.flax.TrainState (from fit or "
+            f"create_train_state); got {type(state).__name__}."
+        )
+    shape = np.shape(state.step)
+    axes = len(shape) - (seeds is not None)
+    if axes not in (0, 1) or (seeds is not None and shape[-1:] != (seeds,)):
+        want = "(seeds,) or (K, seeds)" if seeds is not None else "() or (K,)"
+        raise ValueError(
+            f"`initial_state` must have step shape {want} (one per run); got {shape}."
+        )
+    return axes == 1, seeds is not None
+
+
+def check_state_matches(state: TrainState, expected: Any, run_axes: int) -> None:
+    """``state``'s params and variables have the model's paths, shapes, dtypes.
+
+    Raises:
+      ValueError: naming ``initial_state`` and the first leaf that differs.
+    """
+    got = (state.params, state.batch_stats)
+    if jax.tree.structure(got) != jax.tree.structure(expected):
+        raise ValueError(
+            "`initial_state` must be a state of this model; its parameter tree "
+            f"differs: {jax.tree.structure(got)} vs the model's "
+            f"{jax.tree.structure(expected)}."
+        )
+    pairs = zip(
+        jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(expected), strict=True
+    )
+    for (path, leaf), want in pairs:
+        shape = tuple(np.shape(leaf))[run_axes:]
+        if shape != tuple(want.shape) or leaf.dtype != want.dtype:
+            raise ValueError(
+                "`initial_state` must be a state of this model; at "
+                f"{jax.tree_util.keystr(path)} it holds {leaf.dtype}{list(shape)}, "
+                f"the model {want.dtype}{list(want.shape)}."
+            )
+
+
+def start_epoch_of(state: TrainState, start_epoch, per_epoch: int | None) -> int:
+    """The first epoch to run after ``state``: its step over the updates per epoch.
+
+    Raises:
+      ValueError: naming ``start_epoch`` when it disagrees with the state's
+        step (or is missing for a loader without ``len()``), or
+        ``initial_state`` for a step that is not a whole number of epochs.
+    """
+    if start_epoch is not None:
+        start_epoch = v.check_step_count("start_epoch", start_epoch, minimum=0)
+    step = int(np.max(np.asarray(state.step)))
+    if per_epoch is None and step == 0:
+        per_epoch = 1  # a fresh state: epoch 0 whatever the epoch length
+    if per_epoch is None:
+        if start_epoch is None:
+            v.fail(
+                "start_epoch",
+                "given with an initial_state and a loader without len() (the "
+                "epoch cannot be read from the step)",
+                None,
+            )
+        return start_epoch
+    if step % per_epoch:
+        v.fail(
+            "initial_state",
+            f"a state at the end of an epoch (a multiple of {per_epoch} updates)",
+            f"step {step}",
+        )
+    derived = step // per_epoch
+    if start_epoch is not None and start_epoch != derived:
+        v.fail(
+            "start_epoch",
+            f"None or {derived}, the epochs done by initial_state (step {step}, "
+            f"{per_epoch} updates per epoch)",
+            start_epoch,
+        )
+    return derived
+
+
+def check_start(start: int, epochs: int, resumed: bool) -> None:
+    """A resumed run may be complete; a given state must leave epochs to run."""
+    if start > epochs or (start == epochs and not resumed):
+        v.fail(
+            "epochs",
+            f"> the {start} epochs already done by the state to continue from",
+            epochs,
+        )

@@ -1,9 +1,14 @@
-"""The compiled epoch of ``clr_jax.flax.fit``: guarded updates, then evaluation.
+"""The compiled work of ``clr_jax.flax.fit``: guarded updates, then evaluation.
 
-Everything here is traced once per distinct model, optimizer and settings.
-One epoch is one ``lax.scan`` over batches drawn on the device; the
-evaluation on the test split is fused into the same program, so an epoch
-costs one dispatch.
+Everything here runs on the device, for one run (one seed of one grid
+point); :mod:`._programs` vmaps it over runs and compiles it. Two shapes of
+work share the guarded update:
+
+* :func:`run_epoch`: one epoch over device-resident data, its batches drawn
+  inside a ``lax.scan``, the evaluation fused into the same program;
+* :func:`run_chunk`: a chunk of batches streamed from a host loader (the
+  last chunk of an epoch may be shorter: a program of its own size, so no
+  step is padding).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from clr_jax import data as data_lib
 from clr_jax._tree import all_finite
 from clr_jax.flax import _snapshots
 from clr_jax.flax._evaluation import EvalSet, evaluate
-from clr_jax.flax._state import LossFn, TrainState, loss_and_grads
+from clr_jax.flax._state import TrainState, loss_and_grads
 from clr_jax.inject import get_hyperparam, set_hyperparam
 
 # Momentum-like hyperparameter names, looked up in this order for the history.
@@ -34,16 +39,14 @@ class StepLog(NamedTuple):
     learning_rate: jax.Array
     momentum: jax.Array
     loss: jax.Array
-    accuracy: jax.Array
+    metrics: dict
 
 
 class EpochLog(NamedTuple):
-    """What one epoch records (a row of the per-epoch history)."""
+    """What one epoch records on the device besides its steps."""
 
-    train_loss: jax.Array
-    train_accuracy: jax.Array
-    test_loss: jax.Array
-    test_accuracy: jax.Array
+    test_loss: jax.Array | None
+    test_metrics: dict
     policy_log: Any = None  # what ``lr_policy`` reported, if anything
 
 
@@ -55,44 +58,43 @@ class Carry(NamedTuple):
     snapshots: _snapshots.SnapshotBuffer | None
 
 
-class Placement(NamedTuple):
-    """Where a data-parallel epoch keeps things (``None``: one device).
+class Task(NamedTuple):
+    """The user's functions: a pytree (numeric leaves are jit arguments)."""
 
-    A batch is split along the mesh's data axis; the carry handed to the next
-    epoch stays replicated, so its shardings, part of jit's cache key, do
-    not change between epochs (which would compile the epoch twice).
+    loss_fn: Callable[..., Any]
+    metrics_fn: Callable[..., dict]
+    lr_policy: Callable[..., Any] | None
+
+
+class Placement(NamedTuple):
+    """Where a sharded run keeps things (``None``: one device).
+
+    ``batch`` splits one batch along the mesh's data axis; ``carry`` holds
+    the sharding of every leaf of the carry (a tuple, in leaf order), which
+    the carry keeps from epoch to epoch: parameters stay as they arrived
+    (model-sharded or replicated) and the next epoch's cache key is the same.
     """
 
     batch: Any
-    replicated: Any
+    carry: Any
 
     def shard_batch(self, tree: Any) -> Any:
         return _sharding.constrain(tree, self.batch)
 
-    def replicate(self, tree: Any) -> Any:
-        return _sharding.constrain(tree, self.replicated)
-
-    def put(self, tree: Any) -> Any:
-        """``tree`` on the device (replicated over the mesh's devices)."""
-        return jax.device_put(tree, self.replicated)
+    def keep_carry(self, tree: Any) -> Any:
+        return _sharding.constrain_leaves(tree, self.carry)
 
 
 NO_PLACEMENT = Placement(None, None)
 
 
 class EpochConfig(NamedTuple):
-    """Static settings of the compiled epoch (hashable)."""
+    """Static settings of the compiled work (hashable)."""
 
-    loss_fn: LossFn
-    batch_size: int
+    batch_size: int | None
     snapshot_every: int | None
     num_snapshots: int
-    lr_policy: Callable[..., Any] | None
     placement: Placement
-
-
-def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 def _momentum(opt_state: Any) -> jax.Array:
@@ -103,7 +105,7 @@ def _momentum(opt_state: Any) -> jax.Array:
     return jnp.asarray(jnp.nan, jnp.float32)
 
 
-def _guarded_step(carry: Carry, batch: Any, config: EpochConfig):
+def guarded_step(carry: Carry, batch, task: Task, config: EpochConfig):
     """One update, refused (and training halted) when anything turns non-finite.
 
     The check reads the loss, the optimizer's updates and the new BatchNorm
@@ -112,7 +114,9 @@ def _guarded_step(carry: Carry, batch: Any, config: EpochConfig):
     """
     state = carry.state
     batch = config.placement.shard_batch(batch)
-    loss, acc, grads, stats = loss_and_grads(state, batch, config.loss_fn)
+    loss, metrics, grads, stats = loss_and_grads(
+        state, batch, task.loss_fn, task.metrics_fn
+    )
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     running = carry.halted_at < 0
     finite = all_finite((loss, updates, stats))
@@ -134,9 +138,8 @@ def _guarded_step(carry: Carry, batch: Any, config: EpochConfig):
             snapshot_every=config.snapshot_every,
             num_snapshots=config.num_snapshots,
         )
-    return Carry(next_state, halted_at, snapshots), _step_log(
-        state.step, running, loss, acc, opt_state
-    )
+    log = _step_log(state.step, running, loss, metrics, opt_state)
+    return Carry(next_state, halted_at, snapshots), log
 
 
 def _apply_update(operands) -> TrainState:
@@ -149,7 +152,7 @@ def _apply_update(operands) -> TrainState:
     )
 
 
-def _step_log(step, running, loss, acc, opt_state) -> StepLog:
+def _step_log(step, running, loss, metrics, opt_state) -> StepLog:
     """The step's record; NaN once training has halted."""
     nan = jnp.asarray(jnp.nan, jnp.float32)
 
@@ -161,45 +164,45 @@ def _step_log(step, running, loss, acc, opt_state) -> StepLog:
         learning_rate=unless_halted(get_hyperparam(opt_state, "learning_rate")),
         momentum=unless_halted(_momentum(opt_state)),
         loss=unless_halted(loss),
-        accuracy=unless_halted(acc),
+        metrics=jax.tree.map(unless_halted, metrics),
     )
 
 
-def run_epoch(
-    carry: Carry,
-    data_key: jax.Array,
-    epoch: jax.Array,
-    train: tuple[Any, jax.Array],
-    test: EvalSet,
-    config: EpochConfig,
-) -> tuple[Carry, StepLog, EpochLog]:
-    """One epoch of updates then the test evaluation, for one seed."""
+def evaluate_state(state, test: EvalSet | None, task: Task, config: EpochConfig):
+    """``(test_loss, test_metrics)``, or ``(None, {})`` without evaluation data."""
+    if test is None:
+        return None, {}
+    return evaluate(state, test, task.loss_fn, task.metrics_fn, config.placement.batch)
+
+
+def run_epoch(carry: Carry, data_key, epoch, train, test, task: Task, config):
+    """One epoch over device-resident ``train``, then the evaluation."""
     policy_log = None
-    if config.lr_policy is not None:
-        carry, policy_log = _apply_policy(carry, epoch, train, config)
-    num_train = jnp.shape(train[1])[0]
+    if task.lr_policy is not None:
+        carry, policy_log = apply_policy(carry, epoch, train, task)
+    num_train = jax.tree.leaves(train)[0].shape[0]
     order = data_lib.epoch_indices(
         jax.random.fold_in(data_key, epoch), num_train, config.batch_size
     )
 
     def body(c, idx):
-        return _guarded_step(c, data_lib.take(train, idx), config)
+        return guarded_step(c, data_lib.take(train, idx), task, config)
 
     carry, logs = jax.lax.scan(body, carry, order)
-    test_loss, test_accuracy = evaluate(
-        carry.state, test, config.loss_fn, config.placement.batch
-    )
-    epoch_log = EpochLog(
-        train_loss=jnp.nanmean(logs.loss),
-        train_accuracy=jnp.nanmean(logs.accuracy),
-        test_loss=test_loss,
-        test_accuracy=test_accuracy,
-        policy_log=policy_log,
-    )
-    return config.placement.replicate(carry), logs, epoch_log
+    test_loss, test_metrics = evaluate_state(carry.state, test, task, config)
+    return carry, logs, EpochLog(test_loss, test_metrics, policy_log)
 
 
-def _apply_policy(carry: Carry, epoch, train, config: EpochConfig):
+def run_chunk(carry: Carry, batches, task: Task, config: EpochConfig):
+    """The stacked ``batches`` (leading axis: steps) of a streamed chunk."""
+
+    def body(c, batch):
+        return guarded_step(c, batch, task, config)
+
+    return jax.lax.scan(body, carry, batches)
+
+
+def apply_policy(carry: Carry, epoch, train, task: Task):
     """The epoch's learning rate written into the optimizer, and the policy's log.
 
     The policy returns ``lr`` or ``(lr, log)``. A non-finite rate halts
@@ -207,7 +210,7 @@ def _apply_policy(carry: Carry, epoch, train, config: EpochConfig):
     frozen state stays the last finite one.
     """
     state = carry.state
-    out = config.lr_policy(state, epoch, train)
+    out = task.lr_policy(state, epoch, train)
     lr, log = out if isinstance(out, tuple) and len(out) == 2 else (out, None)
     lr = jnp.asarray(lr)
     updated = state.replace(
@@ -216,5 +219,6 @@ def _apply_policy(carry: Carry, epoch, train, config: EpochConfig):
     running = carry.halted_at < 0
     finite = jnp.all(jnp.isfinite(lr))
     halted_at = jnp.where(running & ~finite, state.step, carry.halted_at)
-    state = _select(running & finite, updated, state)
+    keep = running & finite
+    state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), updated, state)
     return carry._replace(state=state, halted_at=halted_at), log

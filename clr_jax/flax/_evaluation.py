@@ -1,4 +1,10 @@
-"""Inference-mode evaluation: accuracy, predictions, the chunked test split."""
+"""Inference-mode evaluation: predictions and the chunked evaluation split.
+
+The evaluation split is cut into equal chunks plus one smaller remainder, so
+that every metric is a plain mean over real examples (no padding rows that a
+user's ``metrics_fn`` would have to mask): each chunk's loss and metrics are
+weighted by its number of examples.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +18,27 @@ from clr_jax import _sharding
 
 
 class EvalSet(NamedTuple):
-    """The test split in equal chunks; ``weight`` is 0 on padding rows."""
+    """``(inputs, targets)`` as ``chunks`` (leading axes ``[chunks, chunk]``)
+    and the ``rest`` (leading axis the remainder), either may be ``None``."""
 
-    inputs: Any
-    labels: jax.Array
-    weight: jax.Array
+    chunks: Any
+    rest: Any
+
+    @property
+    def size(self) -> int:
+        count = 0
+        if self.chunks is not None:
+            shape = np.shape(jax.tree.leaves(self.chunks)[0])
+            count += shape[0] * shape[1]
+        if self.rest is not None:
+            count += np.shape(jax.tree.leaves(self.rest)[0])[0]
+        return count
 
 
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Share of examples whose arg-max logit (or probability) is the label."""
-    return jnp.mean(correct(logits, labels))
-
-
-def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """1.0 where the arg-max of ``logits`` is the label, else 0.0."""
-    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-
-
-def predict(apply_fn, params: Any, batch_stats: Any, x: Any) -> jax.Array:
-    """Inference-mode logits (no dropout key is needed in inference mode)."""
-    logits, _ = apply_fn(params, batch_stats, x, False, None)
-    return logits
+def predict(apply_fn, params: Any, batch_stats: Any, x: Any) -> Any:
+    """Inference-mode outputs (no dropout key is needed in inference mode)."""
+    outputs, _ = apply_fn(params, batch_stats, x, False, None)
+    return outputs
 
 
 def mean_probabilities(probs: jax.Array, taken: jax.Array) -> jax.Array:
@@ -44,32 +50,45 @@ def mean_probabilities(probs: jax.Array, taken: jax.Array) -> jax.Array:
     return jnp.sum(probs * weights, axis=0) / jnp.maximum(jnp.sum(taken), 1)
 
 
-def chunk_test_set(x: Any, y: Any, chunk: int) -> EvalSet:
-    """Pads the test split to whole chunks of ``chunk`` rows (host side, once)."""
-    n = len(y)
-    num_chunks = -(-n // chunk)
-    pad = num_chunks * chunk - n
+def chunk_eval_set(data: tuple[Any, Any], chunk: int) -> EvalSet:
+    """``data`` as whole chunks of ``chunk`` examples and the remainder (host side)."""
+    n = np.shape(jax.tree.leaves(data)[0])[0]
+    whole = n // chunk * chunk
 
     def split(a):
         a = np.asarray(a)
-        a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
-        return a.reshape(num_chunks, chunk, *a.shape[1:])
+        return a[:whole].reshape(n // chunk, chunk, *a.shape[1:])
 
-    weight = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    return EvalSet(split(x), split(y), weight.reshape(num_chunks, chunk))
+    chunks = jax.tree.map(split, data) if whole else None
+    rest = jax.tree.map(lambda a: np.asarray(a)[whole:], data) if whole < n else None
+    return EvalSet(chunks, rest)
 
 
-def evaluate(state, test: EvalSet, loss_fn, batch_sharding=None):
-    """Mean loss and accuracy of ``state`` over the (chunked, padded) test split."""
+def evaluate(state, eval_set: EvalSet, loss_fn, metrics_fn, batch_sharding=None):
+    """``(loss, metrics)``: means over every example of ``eval_set``."""
 
-    def body(totals, chunk):
-        x, y, w = chunk
-        x = _sharding.constrain(x, batch_sharding)
-        logits = predict(state.apply_fn, state.params, state.batch_stats, x)
-        losses = loss_fn(logits, y).astype(jnp.float32)
-        sums = jnp.stack([jnp.sum(losses * w), jnp.sum(correct(logits, y) * w)])
-        return totals + sums, None
+    def measure(batch):
+        inputs, targets = batch
+        outputs = predict(state.apply_fn, state.params, state.batch_stats, inputs)
+        loss = jnp.mean(loss_fn(outputs, targets)).astype(jnp.float32)
+        metrics = metrics_fn(outputs, batch)
+        count = jnp.float32(jax.tree.leaves(targets)[0].shape[0])
+        return jax.tree.map(
+            lambda m: count * jnp.asarray(m, jnp.float32), (loss, metrics)
+        )
 
-    totals, _ = jax.lax.scan(body, jnp.zeros((2,), jnp.float32), tuple(test))
-    means = totals / jnp.sum(test.weight)
-    return means[0], means[1]
+    def body(totals, batch):
+        batch = (_sharding.constrain(batch[0], batch_sharding), batch[1])
+        return jax.tree.map(jnp.add, totals, measure(batch)), None
+
+    parts = []
+    if eval_set.chunks is not None:
+        first = jax.tree.map(lambda a: a[0], eval_set.chunks)
+        zeros = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(measure, first)
+        )
+        parts.append(jax.lax.scan(body, zeros, eval_set.chunks)[0])
+    if eval_set.rest is not None:
+        parts.append(measure(eval_set.rest))
+    totals = jax.tree.map(lambda *xs: sum(xs), *parts)
+    return jax.tree.map(lambda t: t / eval_set.size, totals)

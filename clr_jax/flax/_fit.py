@@ -1,138 +1,78 @@
-"""``fit``: the host driver of training, one compiled epoch after another."""
+"""``fit``: set up the run, drive its epochs, assemble the result."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
-from clr_jax import _progress
-from clr_jax._tree import stack
-from clr_jax.flax import _args as args
-from clr_jax.flax import _history, _snapshots
-from clr_jax.flax._adapters import adapt
-from clr_jax.flax._epoch import Carry, EpochConfig, run_epoch
-from clr_jax.flax._evaluation import chunk_test_set
+from clr_jax.flax import _history, _loop, _programs, _setup
+from clr_jax.flax._adapters import trained_model
 from clr_jax.flax._history import FitResult
 from clr_jax.flax._snapshots import SnapshotEnsemble
 from clr_jax.flax._state import TrainState
-from clr_jax.flax._state import create_train_state as _create_state
-from clr_jax.flax._state import create_train_state_jit as _create_state_jit
 
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-LrPolicy = Callable[[TrainState, jax.Array, tuple[jax.Array, jax.Array]], Any]
-
-
-def _per_seed(fn: Callable, keys: jax.Array, seeds: int | None) -> Any:
-    """``fn`` of each key, stacked along a seed axis when ``seeds`` is given.
-
-    Eager and seed by seed on purpose: the ops are the single-seed ones (their
-    compiled kernels are cached across calls, and each seed starts exactly as
-    a run of its own would), whereas a vmapped random initialisation is a new
-    program that takes seconds to compile on CPU.
-    """
-    if seeds is None:
-        return fn(keys)
-    return stack([fn(keys[i]) for i in range(seeds)])
+LossFn = Callable[[Any, Any], jax.Array]
+MetricsFn = Callable[[Any, Any], dict]
+LrPolicy = Callable[[TrainState, jax.Array, tuple[Any, Any]], Any]
 
 
-@functools.partial(jax.jit, static_argnames=("seeds",))
-def _seed_keys(key: jax.Array, seeds: int | None) -> tuple[jax.Array, jax.Array]:
-    """``(init_keys, data_keys)``, one per seed (a leading axis with ``seeds``)."""
-
-    def split(k):
-        init_key, data_key = jax.random.split(k)
-        return init_key, data_key
-
-    if seeds is None:
-        return split(key)
-    return jax.vmap(split)(jax.random.split(key, seeds))
-
-
-def _batched(fn: Callable, seeds: int | None, in_axes: tuple) -> Callable:
-    return fn if seeds is None else jax.vmap(fn, in_axes=in_axes)
-
-
-# Module-level compiled functions: their cache outlives a ``fit`` call, so a
-# second run with an equal model, optimizer and settings does not recompile.
-
-
-@functools.partial(jax.jit, static_argnames=("config", "seeds"))
-def _run_epoch(carry, data_keys, epoch, train, test, *, config, seeds):
-    epoch_fn = functools.partial(run_epoch, config=config)
-    return _batched(epoch_fn, seeds, (0, 0, None, None, None))(
-        carry, data_keys, epoch, train, test
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn", "num_snapshots", "seeds"))
-def _ensemble(buffer, test, *, apply_fn, num_snapshots, seeds):
-    def measure(buffer):
-        return _snapshots.accuracies(apply_fn, buffer, test, num_snapshots)
-
-    return _batched(measure, seeds, (0,))(buffer)
-
-
-def _initial_states(adapter, example, tx, init_keys, seeds) -> TrainState:
-    x0 = jnp.asarray(example)
-    # A built NNX module only hands over its weights: nothing to compile.
-    create = _create_state_jit if adapter.reinitialises else _create_state
-    return _per_seed(lambda k: create(adapter, x0, tx, k), init_keys, seeds)
-
-
-def _initial_carry(state: TrainState, seeds, num_snapshots: int) -> Carry:
-    halted_at = jnp.full(() if seeds is None else (seeds,), -1, jnp.int32)
-    snapshots = None
-    if num_snapshots:
-        empty = functools.partial(_snapshots.empty, num_snapshots=num_snapshots)
-        snapshots = _batched(empty, seeds, (0,))(state)
-    return Carry(state, halted_at, snapshots)
-
-
-def _epochs(run, carry, epoch_range: range, seeds, progress: bool | None):
-    """Runs the compiled epoch over ``epoch_range``; results stay on the device
-    (the progress bar alone reads two numbers per epoch)."""
-    bar = _progress.bar(
-        progress, total=len(epoch_range), desc="fit", unit="epoch", leave=True
-    )
-    step_logs, epoch_logs = [], []
-    for epoch in epoch_range:
-        carry, steps, epoch_log = run(carry, epoch=np.int32(epoch), seeds=seeds)
-        step_logs.append(steps)
-        epoch_logs.append(epoch_log)
-        if _progress.wanted(progress):
-            bar.set_postfix(
-                loss=float(jnp.mean(epoch_log.train_loss)),
-                test_acc=float(jnp.mean(epoch_log.test_accuracy)),
-            )
-        bar.update(1)
-    bar.close()
-    return carry, step_logs, epoch_logs
-
-
-def _snapshot_ensemble(carry, test, seeds, num_snapshots) -> SnapshotEnsemble:
+def _snapshot_ensemble(run: _setup.Run, carry) -> SnapshotEnsemble:
     buffer = carry.snapshots
-    each, ensemble, last = jax.device_get(
-        _ensemble(
-            buffer,
-            test,
-            apply_fn=carry.state.apply_fn,
-            num_snapshots=num_snapshots,
-            seeds=seeds,
+    scores = (None, None, None)
+    labels = None if run.test is None else jax.tree.leaves(run.data.eval[1])
+    if labels and len(labels) == 1 and np.issubdtype(labels[0].dtype, np.integer):
+        scores = jax.device_get(
+            _programs.ensemble(
+                buffer,
+                run.test,
+                apply_fn=carry.state.apply_fn,
+                num_snapshots=run.config.num_snapshots,
+                layout=run.layout,
+            )
         )
-    )
     # Drop the scratch slot (the last one) kept for steps without a snapshot.
-    axis = 0 if seeds is None else 1
+    axis = run.layout.run_axes
     params, batch_stats, step = jax.tree.map(
-        lambda a: jax.lax.slice_in_dim(a, 0, num_snapshots, axis=axis),
+        lambda a: jax.lax.slice_in_dim(a, 0, run.config.num_snapshots, axis=axis),
         (buffer.params, buffer.batch_stats, buffer.step),
     )
-    return SnapshotEnsemble(params, batch_stats, step, each, ensemble, last)
+    return SnapshotEnsemble(params, batch_stats, step, *scores)
+
+
+def _write_back(run: _setup.Run, state: TrainState) -> Any:
+    """The trained model (a built NNX module updated in place, and an
+    ``nnx.Optimizer`` given as ``optimizer``), with one run."""
+    if run.layout.run_axes:
+        return None
+    model = trained_model(run.adapter, state)
+    opt = run.nnx_optimizer
+    if opt is not None:
+        template = nnx.as_pure(opt.opt_state)
+        leaves = jax.tree.leaves(state.opt_state)
+        nnx.update(
+            opt.opt_state,
+            nnx.state(jax.tree.unflatten(jax.tree.structure(template), leaves)),
+        )
+        opt.step[...] = np.asarray(state.step, np.uint32)
+    return model
+
+
+def _result(run: _setup.Run, outcome: _loop.Outcome) -> FitResult:
+    carry = outcome.carry
+    state = carry.state if outcome.final_state is None else outcome.final_state
+    history = outcome.history
+    ensemble = None
+    if run.config.num_snapshots:
+        ensemble = _snapshot_ensemble(run, carry)
+    mean = std = None
+    if run.layout.seeds and history is not None:
+        mean, std = _history.seed_statistics(history, seed_axis=int(run.layout.grid))
+    return FitResult(state, history, ensemble, mean, std, _write_back(run, state))
 
 
 def fit(
@@ -140,109 +80,123 @@ def fit(
     data: Any,
     *,
     epochs: int,
-    batch_size: int,
     key: jax.Array,
+    batch_size: int | None = None,
     optimizer: Callable[..., optax.GradientTransformation]
-    | optax.GradientTransformation = optax.sgd,
-    learning_rate: float | optax.Schedule | None = None,
+    | optax.GradientTransformation
+    | nnx.Optimizer = optax.sgd,
+    learning_rate: Any = None,
     loss_fn: LossFn | None = None,
+    metrics_fn: MetricsFn | None = None,
+    eval_data: tuple[Any, Any] | None = None,
     seeds: int | None = None,
     snapshot_every: int | None = None,
     lr_policy: LrPolicy | None = None,
+    callbacks: Sequence[Callable[..., Any]] = (),
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 1,
+    keep: int | None = 3,
+    resume: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     data_axis: str | None = None,
+    param_sharding: Any = None,
     initial_state: TrainState | None = None,
-    start_epoch: int = 0,
+    start_epoch: int | None = None,
     eval_batch_size: int | None = None,
+    chunk_size: int | None = None,
     progress: bool | None = None,
     **hyperparams: Any,
 ) -> FitResult:
-    """Trains a Flax model with any learning-rate and momentum schedules.
+    """Trains a model with any learning-rate and momentum schedules.
 
-    Each epoch is one compiled ``lax.scan`` over the device-resident training
-    set, its batches drawn inside the scan (a fresh permutation per epoch,
-    last partial batch dropped), followed by the test evaluation in the same
-    program. The compiled epoch is reused for every epoch (the epoch number
-    is an argument, not a constant) and by later calls with an equal model,
-    optimizer and settings. The host sees each epoch's results, never a
-    step.
-
-    Reproducibility: epoch ``e`` shuffles with ``fold_in(data_key, e)``,
-    schedules read the update count stored in the optimizer state and dropout
-    keys follow ``state.step``, so ``fit(..., initial_state=s,
-    start_epoch=k)`` with ``s`` the state after ``k`` epochs repeats the
-    uninterrupted run exactly.
-
-    Non-finite values: an update whose loss, optimizer updates or BatchNorm
-    statistics are NaN/Inf (a NaN or infinite learning rate included) is
-    refused and training halts for that seed: the state stays at the last
-    finite one, ``history.nonfinite_step`` tells where, and later steps
-    record NaN. Nothing raises; the check is on-device and costs no select
-    over the state on a finite step.
+    Each epoch over array data is one compiled program: a ``lax.scan`` of
+    updates over batches drawn on the device (a fresh permutation per
+    epoch, last partial batch dropped), then the evaluation. A loader is
+    streamed in compiled chunks instead. The host sees each epoch's
+    results, never a step; the compiled programs are reused across epochs
+    and across calls, whatever the hyperparameter values (design notes:
+    :mod:`clr_jax.flax`).
 
     Args:
-      model: a ``flax.linen.Module``, a built ``flax.nnx.Module``, or a
-        factory ``rngs -> nnx.Module`` (needed with ``seeds`` for NNX). It
-        maps inputs to class logits.
-      data: a :class:`clr_jax.data.Dataset` or ``(x_train, y_train, x_test,
-        y_test)`` with integer labels.
-      epochs: total number of epochs of the run (a resumed call runs epochs
-        ``start_epoch .. epochs-1``).
-      batch_size: examples per update.
+      model: a ``flax.linen.Module``, a built ``flax.nnx.Module`` (updated in
+        place after training), a factory ``rngs -> nnx.Module`` (needed with
+        ``seeds`` for NNX) or a callable pytree of arrays such as an Equinox
+        module (called on a batch; see :func:`per_example`).
+      data: a :class:`clr_jax.data.Dataset`, ``(x_train, y_train, x_test,
+        y_test)``, ``(x_train, y_train)``, or a loader of ``(inputs,
+        targets)`` batches (an iterable re-iterated each epoch, or a function
+        ``epoch -> iterable``). Inputs and targets may be pytrees.
+      epochs: total number of epochs of the run.
       key: PRNG key, split into the initialisation key (weights, dropout)
-        and the data-order key. With ``seeds=N``, seed ``i`` uses
-        ``jax.random.split(key, N)[i]`` as its key.
+        and the data-order key; seed ``i`` of ``seeds=N`` uses
+        ``jax.random.split(key, N)[i]``.
+      batch_size: examples per update (a loader's own by default).
       optimizer: an optax factory (``optax.sgd``, ``optax.adamw``, ...) built
         with :func:`clr_jax.with_schedules` from ``learning_rate`` and
-        ``**hyperparams``; or a ready ``GradientTransformation`` whose
-        ``learning_rate`` is injected (``optax.inject_hyperparams``).
-      learning_rate: a number or schedule (e.g. :func:`clr_jax.triangular`),
-        with a factory only.
-      loss_fn: ``(logits, labels) -> per-example losses``; default
-        ``optax.softmax_cross_entropy_with_integer_labels``. Accuracy is the
-        arg-max of the logits against the labels.
-      seeds: run ``seeds`` trainings at once with ``jax.vmap`` (their
-        initialisation, dropout and data order differ); every result gains a
-        leading seed axis and ``FitResult.mean``/``std`` summarise them.
+        ``**hyperparams``; a ready ``GradientTransformation`` whose
+        ``learning_rate`` is injected; or an ``nnx.Optimizer`` of the built
+        NNX ``model`` (continued from, and updated in place).
+      learning_rate: a number or schedule, with a factory. A list of K of
+        them (or a schedule whose leaves carry a leading K axis) trains a
+        grid of K runs in one compiled program; every result gains a
+        leading K axis.
+      loss_fn: ``(outputs, targets) -> per-example losses``; default softmax
+        cross-entropy with integer labels (float targets need one).
+      metrics_fn: ``(outputs, (inputs, targets)) -> {name: scalar}``;
+        default accuracy for integer labels, nothing for float targets.
+      eval_data: ``(x, y)`` arrays evaluated after each epoch, when ``data``
+        has no test split; evaluation is skipped without either.
+      seeds: run ``seeds`` trainings at once with ``jax.vmap``; every result
+        gains a seed axis and ``FitResult.mean``/``std`` summarise them.
       snapshot_every: snapshot the variables whenever the update count
-        reaches a multiple of it. Give the cycle length, e.g. ``2 *
-        step_size`` for :func:`clr_jax.triangular` or ``cycle_steps`` for
-        :func:`clr_jax.cosine_restarts`, so that snapshots are taken at the
-        learning rate's cycle minima (Huang et al.); the ensemble's averaged
-        softmax is then evaluated on the test split.
-      lr_policy: ``(state, epoch, (x_train, y_train)) -> lr``, or ``(lr,
-        log)`` with ``log`` a pytree of scalars kept per epoch in
-        ``history.policy_log``. Called at the start of every epoch *inside*
-        the compiled epoch (``jnp`` code; ``epoch`` is an int32 scalar, the
-        data the device arrays). Its rate is written into the optimizer's
-        injected ``learning_rate``, which must then be a number, not a
-        schedule, and holds for the whole epoch; nothing recompiles. The hook
-        for adaptive rules such as the Lipschitz learning rate
-        (:func:`lipschitz_policy`).
-      mesh: a ``jax.sharding.Mesh`` for data-parallel training: data set and
-        state are replicated on every device and each batch is split along
-        ``data_axis``; XLA reduces the gradients.
-      data_axis: the mesh axis of the batch (default: the mesh's first).
-      initial_state: a :class:`TrainState` to continue from (one per seed with
-        ``seeds``). Its optimizer is used, so ``optimizer`` and the
-        hyperparameters are ignored; pass the ``key`` of the first call.
-      start_epoch: the number of the first epoch to run (resuming).
-      eval_batch_size: test examples per compiled chunk (default: the whole
-        test split up to 1024; the last chunk is padded and masked).
-      progress: a tqdm bar over epochs: ``None`` when stderr is a terminal,
+        reaches a multiple of it (the cycle length, e.g. ``2 * step_size``
+        for :func:`clr_jax.triangular`); the ensemble is scored on the
+        evaluation split.
+      lr_policy: ``(state, epoch, (x_train, y_train)) -> lr`` or ``(lr,
+        log)``, called inside the compiled epoch before its first update
+        (e.g. :func:`lipschitz_policy`); the learning rate must then be a
+        number. Array data only.
+      callbacks: functions ``(epoch, state, metrics)`` called on the host
+        after each epoch; returning :data:`STOP` ends training (see
+        :class:`EarlyStopping`, :class:`JsonLinesLogger`).
+      checkpoint_dir: save orbax checkpoints of the carry and history here.
+      checkpoint_every: epochs between checkpoints (the last epoch is
+        always saved).
+      keep: checkpoints kept (``None``: all).
+      resume: continue from the latest checkpoint in ``checkpoint_dir``
+        (start afresh when there is none; a run that a callback stopped
+        stays stopped).
+      mesh: a ``jax.sharding.Mesh``: each batch is split along the data axis,
+        parameters keep their shardings.
+      data_axis: the mesh axis of the batch (default ``'data'`` if the mesh
+        has it, else its first axis).
+      param_sharding: ``PartitionSpec``s (a pytree prefix of the params, or
+        a function ``(path, leaf) -> PartitionSpec``) placing freshly
+        initialised parameters on ``mesh``.
+      initial_state: a :class:`TrainState` to continue from (its optimizer
+        is used; ``optimizer`` and the hyperparameters are ignored); pass the
+        ``key`` of the first call.
+      start_epoch: the first epoch to run; read from ``initial_state``'s step
+        (or the checkpoint), and checked against it when given.
+      eval_batch_size: evaluation examples per compiled chunk (default: the
+        whole split up to 1024).
+      chunk_size: streamed updates per compiled chunk (default: an epoch, up
+        to 32).
+      progress: a bar over epochs: ``None`` when stderr is a terminal,
         ``True`` always (needs tqdm), ``False`` never.
       **hyperparams: the optimizer factory's other arguments, numbers or
-        schedules: ``momentum=clr_jax.cyclical_momentum(...)``, ``b1=...``,
-        ``weight_decay=...``.
+        schedules (lists of them for a grid): ``momentum=...``, ``b1=...``.
 
     Returns:
       A :class:`FitResult`: the final state, the :class:`History`, the
-      :class:`SnapshotEnsemble` (with ``snapshot_every``) and, with
-      ``seeds``, the history's mean and spread over seeds.
+      :class:`SnapshotEnsemble` (with ``snapshot_every``), with ``seeds`` the
+      history's mean and spread over seeds, and the trained model.
 
     Raises:
-      ValueError: for a bad model, data, optimizer, key, count, mesh or
-        initial state.
+      ValueError: for a bad model, data (labels outside the model's outputs
+        included), optimizer, key, count, mesh, sharding, callback,
+        checkpoint directory or a state that does not fit the model or its
+        ``start_epoch``.
 
     Examples:
       >>> import jax, optax, flax.linen as nn, clr_jax
@@ -265,49 +219,32 @@ def fit(
       Huang et al., "Snapshot Ensembles: Train 1, get M for free", 2017,
       https://arxiv.org/abs/1704.00109.
     """
-    x_train, y_train, x_test, y_test = args.split_data(data)
-    epochs, start_epoch, batch_size = args.check_counts(
-        epochs, start_epoch, batch_size, len(y_train)
-    )
-    args.check_key(key)
-    adapter = adapt(model)
-    seeds = args.check_seeds(seeds, adapter.reinitialises or initial_state is not None)
-    placement, shards = args.placement(mesh, data_axis, batch_size)
-    eval_chunk = args.eval_chunk(eval_batch_size, len(y_test), shards)
-    updates = epochs * (len(y_train) // batch_size)
-    snapshot_every, num_snapshots = args.snapshots(snapshot_every, updates)
-    init_keys, data_keys = _seed_keys(key, seeds)
-
-    if initial_state is None:
-        tx = args.build_optimizer(optimizer, learning_rate, hyperparams)
-        state = _initial_states(adapter, x_train[:1], tx, init_keys, seeds)
-    else:
-        args.check_initial_state(initial_state, seeds)
-        state = initial_state
-    args.check_optimizer_state(state.opt_state, lr_policy)
-
-    carry = _initial_carry(state, seeds, num_snapshots)
-    train = (x_train, y_train)
-    test = chunk_test_set(x_test, y_test, eval_chunk)
-    # On the device once (replicated over a mesh), not at every epoch's call.
-    carry, train, test, data_keys = placement.put((carry, train, test, data_keys))
-    config = EpochConfig(
-        loss_fn=loss_fn or optax.softmax_cross_entropy_with_integer_labels,
+    settings = _setup.Settings(
+        epochs=epochs,
         batch_size=batch_size,
+        key=key,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        loss_fn=loss_fn,
+        metrics_fn=metrics_fn,
+        eval_data=eval_data,
+        seeds=seeds,
         snapshot_every=snapshot_every,
-        num_snapshots=num_snapshots,
         lr_policy=lr_policy,
-        placement=placement,
+        mesh=mesh,
+        data_axis=data_axis,
+        param_sharding=param_sharding,
+        initial_state=initial_state,
+        start_epoch=start_epoch,
+        eval_batch_size=eval_batch_size,
+        chunk_size=chunk_size,
+        callbacks=callbacks,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        keep=keep,
+        resume=resume,
+        progress=progress,
+        hyperparams=hyperparams,
     )
-    run = functools.partial(
-        _run_epoch, data_keys=data_keys, train=train, test=test, config=config
-    )
-    epoch_range = range(start_epoch, epochs)
-    carry, step_logs, epoch_logs = _epochs(run, carry, epoch_range, seeds, progress)
-
-    history = _history.collect(step_logs, epoch_logs, epoch_range, carry.halted_at)
-    ensemble = None
-    if num_snapshots:
-        ensemble = _snapshot_ensemble(carry, test, seeds, num_snapshots)
-    mean, std = _history.seed_statistics(history) if seeds is not None else (None, None)
-    return FitResult(carry.state, history, ensemble, mean, std)
+    run = _setup.prepare(model, data, settings)
+    return _result(run, _loop.train(run))

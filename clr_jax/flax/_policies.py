@@ -5,11 +5,17 @@ they stand, measure ``K_z`` (largest Frobenius norm of the penultimate
 activations over consecutive training chunks, inference mode) and
 ``max||w||`` (largest per-variable norm), and train the epoch at ``1 / K``.
 Everything runs inside ``fit``'s compiled epoch: no host round-trip and no
-recompilation between epochs.
+recompilation between epochs. The policy is a pytree value: its numeric
+settings (``weight_decay``, ``first_epoch_lr``, ``k_momentum``, ``scale``)
+are leaves, which ``fit`` passes to the compiled epoch as arguments, so new
+values reuse the compiled program; ``feature_fn``, ``loss``, ``num_classes``
+and ``batch_size`` (which fixes the chunking) are static.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +43,7 @@ def lipschitz_policy(
     first_epoch_lr: float | None = None,
     k_momentum: float | None = None,
     scale: float = 1.0,
-) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
+) -> LipschitzPolicy:
     r"""An ``lr_policy`` for :func:`clr_jax.flax.fit`: ``lr = 1 / K`` per epoch.
 
     Before each epoch ``e``, from the current weights,
@@ -81,8 +87,10 @@ def lipschitz_policy(
         authors' dampened momentum at rate ``1 / K``.
 
     Returns:
-      ``policy(state, epoch, (x_train, y_train)) -> (lr, log)`` where ``log``
-      holds ``k_z``, ``max_weight_norm``, ``k`` and ``lr`` for the epoch log.
+      A :class:`LipschitzPolicy`, ``policy(state, epoch, (x_train, y_train))
+      -> (lr, log)`` where ``log`` holds ``k_z``, ``max_weight_norm``, ``k``
+      and ``lr`` for the epoch log. Its numeric settings are pytree leaves, so
+      ``fit`` with another ``weight_decay`` or ``scale`` does not recompile.
 
     Raises:
       ValueError: for a non-callable ``feature_fn``, a bad ``num_classes``,
@@ -105,30 +113,72 @@ def lipschitz_policy(
         v.check_interval(
             "k_momentum", k_momentum, 0.0, 1.0, closed_low=True, closed_high=False
         )
+    return LipschitzPolicy(
+        feature_fn=feature_fn,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        loss=loss,
+        weight_decay=weight_decay,
+        first_epoch_lr=first_epoch_lr,
+        k_momentum=k_momentum,
+        scale=scale,
+    )
 
-    def policy(state, epoch, train):
+
+_STATIC = ("feature_fn", "num_classes", "batch_size", "loss")
+_NUMERIC = ("weight_decay", "first_epoch_lr", "k_momentum", "scale")
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=list(_NUMERIC),
+    meta_fields=list(_STATIC),
+)
+@dataclasses.dataclass(frozen=True)
+class LipschitzPolicy:
+    """The value :func:`lipschitz_policy` returns: ``policy(state, epoch,
+    (x_train, y_train)) -> (lr, log)``, a pytree whose numeric settings are
+    leaves (``None`` ones are absent)."""
+
+    feature_fn: FeatureFn
+    num_classes: int
+    batch_size: int
+    loss: str
+    weight_decay: Any
+    first_epoch_lr: Any
+    k_momentum: Any
+    scale: Any
+
+    def __call__(self, state, epoch, train):
         x_train, _ = train
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        k_z = penultimate_norm(feature_fn, variables, x_train, batch_size=batch_size)
+        k_z = penultimate_norm(
+            self.feature_fn, variables, x_train, batch_size=self.batch_size
+        )
         w_norm = max_weight_norm(variables)
         k = lipschitz_constant(
             k_z,
-            loss=loss,
-            batch_size=batch_size,
-            num_classes=num_classes if loss == "softmax_ce" else None,
-            weight_decay=weight_decay,
+            loss=self.loss,
+            batch_size=self.batch_size,
+            num_classes=self.num_classes if self.loss == "softmax_ce" else None,
+            weight_decay=self.weight_decay,
             max_weight_norm=w_norm,
         )
-        if k_momentum is not None:
-            held_lr = get_hyperparam(state.opt_state, "learning_rate")
-            previous = scale / jnp.asarray(held_lr, k.dtype)
-            if first_epoch_lr is not None:
-                previous = jnp.where(epoch == 1, first_epoch_lr, previous)
-            k = jnp.where(epoch == 0, k, k_momentum * previous + (1 - k_momentum) * k)
-        lr = scale / k
-        if first_epoch_lr is not None:
-            lr = jnp.where(epoch == 0, jnp.asarray(first_epoch_lr, lr.dtype), lr)
+        if self.k_momentum is not None:
+            k = self._smoothed(k, state, epoch)
+        lr = self.scale / k
+        if self.first_epoch_lr is not None:
+            first = jnp.asarray(self.first_epoch_lr, lr.dtype)
+            lr = jnp.where(epoch == 0, first, lr)
         log = {"k_z": k_z, "max_weight_norm": w_norm, "k": k, "lr": lr}
         return lr, log
 
-    return policy
+    def _smoothed(self, k, state, epoch):
+        """``beta K_prev + (1 - beta) K_e``, ``K_prev`` read back from the rate
+        the optimizer holds (the hand-set first rate after epoch 0)."""
+        held_lr = get_hyperparam(state.opt_state, "learning_rate")
+        previous = self.scale / jnp.asarray(held_lr, k.dtype)
+        if self.first_epoch_lr is not None:
+            previous = jnp.where(epoch == 1, self.first_epoch_lr, previous)
+        beta = self.k_momentum
+        return jnp.where(epoch == 0, k, beta * previous + (1 - beta) * k)

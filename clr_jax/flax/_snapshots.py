@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clr_jax.flax._evaluation import EvalSet, correct, mean_probabilities, predict
+from clr_jax.flax._evaluation import EvalSet, mean_probabilities, predict
+from clr_jax.flax._metrics import correct
 
 
 class SnapshotBuffer(NamedTuple):
@@ -112,6 +113,28 @@ def ensemble_probabilities(params, batch_stats, steps, x, *, apply_fn):
     return mean_probabilities(probs, steps >= 0)
 
 
+def _eval_probabilities(apply_fn, params, stats, eval_set: EvalSet) -> jax.Array:
+    """Softmax outputs on every example of ``eval_set``, ``[examples, classes]``."""
+    parts = []
+    if eval_set.chunks is not None:
+        probs = jax.lax.map(
+            lambda x: probabilities(apply_fn, params, stats, x), eval_set.chunks[0]
+        )
+        parts.append(probs.reshape(-1, probs.shape[-1]))
+    if eval_set.rest is not None:
+        parts.append(probabilities(apply_fn, params, stats, eval_set.rest[0]))
+    return jnp.concatenate(parts)
+
+
+def _eval_labels(eval_set: EvalSet) -> jax.Array:
+    parts = []
+    if eval_set.chunks is not None:
+        parts.append(eval_set.chunks[1].reshape(-1))
+    if eval_set.rest is not None:
+        parts.append(eval_set.rest[1])
+    return jnp.concatenate(parts)
+
+
 def accuracies(apply_fn, buffer: SnapshotBuffer, test: EvalSet, num_snapshots: int):
     """Accuracy of every snapshot alone, of their averaged softmax, and of the last.
 
@@ -122,17 +145,16 @@ def accuracies(apply_fn, buffer: SnapshotBuffer, test: EvalSet, num_snapshots: i
         lambda a: a[:num_snapshots], (buffer.params, buffer.batch_stats)
     )
     taken = buffer.step[:num_snapshots] >= 0
+    labels = _eval_labels(test)
 
     def snapshot_probs(variables):
         params, stats = variables
-        return jax.lax.map(
-            lambda x: probabilities(apply_fn, params, stats, x), test.inputs
-        )
+        return _eval_probabilities(apply_fn, params, stats, test)
 
-    probs = jax.lax.map(snapshot_probs, slots)  # [snapshots, chunks, chunk, classes]
+    probs = jax.lax.map(snapshot_probs, slots)  # [snapshots, examples, classes]
 
     def acc_of(p):
-        return jnp.sum(correct(p, test.labels) * test.weight) / jnp.sum(test.weight)
+        return jnp.mean(correct(p, labels))
 
     each = jax.vmap(acc_of)(probs)
     nan = jnp.asarray(jnp.nan, each.dtype)

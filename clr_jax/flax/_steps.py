@@ -11,16 +11,23 @@ import jax.numpy as jnp
 import optax
 
 from clr_jax import _validation as v
+from clr_jax._tree import leading_size
 from clr_jax.flax import _args as args
-from clr_jax.flax import _evaluation, _snapshots
+from clr_jax.flax import _evaluation, _metrics, _snapshots
 from clr_jax.flax._adapters import adapt
+from clr_jax.flax._optimizer import build_spec
 from clr_jax.flax._snapshots import SnapshotEnsemble
 from clr_jax.flax._state import TrainState, train_step
 from clr_jax.flax._state import create_train_state as _create_state
 from clr_jax.inject import is_scheduled, set_hyperparam
 
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-StepFn = Callable[[TrainState, Any, jax.Array], tuple[TrainState, jax.Array, jax.Array]]
+LossFn = Callable[[Any, Any], jax.Array]
+MetricsFn = Callable[[Any, Any], dict]
+StepFn = Callable[[TrainState, Any, jax.Array], tuple]
+
+
+def _as_arrays(tree: Any) -> Any:
+    return jax.tree.map(jnp.asarray, tree)
 
 
 def create_train_state(
@@ -37,9 +44,10 @@ def create_train_state(
 
     Args:
       model: a ``flax.linen.Module``, a built ``flax.nnx.Module`` (its current
-        weights are used; ``key`` then only seeds Linen-style dropout) or a
-        factory ``rngs -> nnx.Module``.
-      example_input: a batch of inputs (its leading axis may be 1).
+        weights are used; ``key`` then only seeds Linen-style dropout), a
+        factory ``rngs -> nnx.Module`` or a callable pytree model.
+      example_input: a batch of inputs, arrays or a pytree of them (its
+        leading axis may be 1).
       key: PRNG key of the initialisation and of dropout.
       optimizer: an optax factory taking ``learning_rate`` (built through
         :func:`clr_jax.with_schedules`), or a ready ``GradientTransformation``
@@ -64,8 +72,8 @@ def create_train_state(
       (0, (4, 3))
     """
     args.check_key(key)
-    tx = args.build_optimizer(optimizer, learning_rate, hyperparams)
-    return _create_state(adapt(model), jnp.asarray(example_input), tx, key)
+    spec = build_spec(optimizer, learning_rate, hyperparams)
+    return _create_state(adapt(model), _as_arrays(example_input), spec, key)
 
 
 def range_test_step(
@@ -76,11 +84,12 @@ def range_test_step(
     optimizer: Callable[..., optax.GradientTransformation]
     | optax.GradientTransformation = optax.sgd,
     loss_fn: LossFn | None = None,
+    metrics_fn: MetricsFn | None = None,
     **hyperparams: Any,
 ) -> tuple[StepFn, TrainState]:
     """The range-test ``step_fn`` of a Flax model, and its initial state.
 
-    ``step_fn(state, batch, lr) -> (state, loss, accuracy)`` writes ``lr``
+    ``step_fn(state, batch, lr) -> (state, loss, metric)`` writes ``lr``
     into the optimizer's injected ``learning_rate`` and makes one update in
     training mode: BatchNorm statistics are updated (Linen
     ``mutable=['batch_stats']``; NNX through ``nnx.split``/``nnx.merge``) and
@@ -89,23 +98,30 @@ def range_test_step(
     inside ``lax.scan``, ``jit`` and ``vmap``.
 
     Args:
-      model: a ``flax.linen.Module``, a built ``flax.nnx.Module`` or a factory
-        ``rngs -> nnx.Module``.
-      example_input: a batch of inputs, to initialise the model.
+      model: a ``flax.linen.Module``, a built ``flax.nnx.Module``, a factory
+        ``rngs -> nnx.Module`` or a callable pytree model.
+      example_input: a batch of inputs (arrays or a pytree), to initialise
+        the model.
       key: PRNG key of the initialisation and of dropout.
       optimizer: an optax factory taking ``learning_rate`` (its learning rate
         is injected for you), or a ``GradientTransformation`` whose numeric
         learning rate is injected already.
-      loss_fn: ``(logits, labels) -> per-example losses``; default softmax
+      loss_fn: ``(outputs, targets) -> per-example losses``; default softmax
         cross-entropy with integer labels.
+      metrics_fn: ``(outputs, batch) -> {name: scalar}`` with at most one
+        entry, recorded as the range test's metric; default accuracy for
+        integer labels, none for float targets (``step_fn`` then returns
+        ``(state, loss)``).
       **hyperparams: the factory's other arguments (e.g. ``momentum=0.9``).
 
     Returns:
-      ``(step_fn, state)``. A batch is a pair ``(inputs, labels)``.
+      ``(step_fn, state)``. A batch is a pair ``(inputs, targets)``; both may
+      be pytrees.
 
     Raises:
       ValueError: for an unknown kind of model, a bad optimizer or key, or an
-        optimizer whose learning rate is not an injected number.
+        optimizer whose learning rate is not an injected number; when traced,
+        for a ``metrics_fn`` with several entries.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -120,26 +136,41 @@ def range_test_step(
     args.check_key(key)
     # The learning rate is only a placeholder here: step_fn overwrites it.
     ready = isinstance(optimizer, optax.GradientTransformation)
-    tx = args.build_optimizer(optimizer, None if ready else 0.0, hyperparams)
-    state = _create_state(adapt(model), jnp.asarray(example_input), tx, key)
+    spec = build_spec(optimizer, None if ready else 0.0, hyperparams)
+    state = _create_state(adapt(model), _as_arrays(example_input), spec, key)
     args.check_optimizer_state(state.opt_state, None)
     if is_scheduled(state.opt_state, "learning_rate"):
         raise ValueError(
             "`optimizer` must inject a numeric `learning_rate` for the range test "
             "to set; got a scheduled one."
         )
-    loss_fn = loss_fn or optax.softmax_cross_entropy_with_integer_labels
+    v.check_callable("loss_fn", loss_fn, optional=True)
+    v.check_callable("metrics_fn", metrics_fn, optional=True)
+    loss_fn = loss_fn or _metrics.default_loss
+    metrics_fn = metrics_fn or _metrics.default_metrics
 
     def step_fn(state: TrainState, batch: Any, lr: jax.Array):
         opt_state = set_hyperparam(state.opt_state, "learning_rate", lr)
-        return train_step(state.replace(opt_state=opt_state), batch, loss_fn)
+        state = state.replace(opt_state=opt_state)
+        state, loss, metrics = train_step(state, batch, loss_fn, metrics_fn)
+        return (state, loss, *_one_metric(metrics))
 
     return step_fn, state
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn",))
-def _evaluate_jit(state, test, loss_fn):
-    return _evaluation.evaluate(state, test, loss_fn)
+def _one_metric(metrics: dict) -> tuple:
+    """The range test records one metric per step: ``()`` or ``(value,)``."""
+    if len(metrics) > 1:
+        raise ValueError(
+            "`metrics_fn` must return at most one metric for the range test (it "
+            f"records one per step); got {sorted(metrics)}."
+        )
+    return tuple(metrics.values())
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "metrics_fn"))
+def _evaluate_jit(state, eval_set, loss_fn, metrics_fn):
+    return _evaluation.evaluate(state, eval_set, loss_fn, metrics_fn)
 
 
 def evaluate(
@@ -149,21 +180,28 @@ def evaluate(
     *,
     batch_size: int = 1024,
     loss_fn: LossFn | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """Mean loss and accuracy of ``state`` on ``(x, y)`` in inference mode.
+    metrics_fn: MetricsFn | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean loss and metrics of ``state`` on ``(x, y)`` in inference mode.
 
     Args:
-      state: a :class:`TrainState` (one seed).
-      x, y: inputs and integer labels.
-      batch_size: examples per compiled chunk (the last one is padded).
-      loss_fn: ``(logits, labels) -> per-example losses``; default softmax
+      state: a :class:`TrainState` (one run).
+      x, y: inputs and targets (arrays or pytrees of them, one leading
+        example axis).
+      batch_size: examples per compiled chunk (the remainder is one more,
+        smaller chunk; every mean is over real examples).
+      loss_fn: ``(outputs, targets) -> per-example losses``; default softmax
         cross-entropy with integer labels.
+      metrics_fn: ``(outputs, (x, y)) -> {name: scalar}``; default accuracy
+        for integer labels, none for float targets.
 
     Returns:
-      ``(loss, accuracy)`` as float32 scalars.
+      ``(loss, metrics)``: a float32 scalar and ``{name: float32 scalar}``.
 
     Raises:
-      ValueError: for a ``batch_size`` that is not an integer >= 1.
+      ValueError: for a ``batch_size`` that is not an integer >= 1, ``x`` and
+        ``y`` of different lengths, or integer labels ``y`` outside the
+        model's outputs.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -171,14 +209,27 @@ def evaluate(
       >>> state = clr_flax.create_train_state(
       ...     nn.Dense(2), jnp.ones((1, 3)), key=jax.random.key(0), learning_rate=0.1)
       >>> x, y = jnp.zeros((5, 3)), jnp.zeros(5, int)  # zero inputs: equal logits
-      >>> loss, accuracy = clr_flax.evaluate(state, x, y)
-      >>> round(float(loss), 4), float(accuracy)
+      >>> loss, metrics = clr_flax.evaluate(state, x, y)
+      >>> round(float(loss), 4), float(metrics["accuracy"])
       (0.6931, 1.0)
     """
     batch_size = v.check_step_count("batch_size", batch_size)
-    loss_fn = loss_fn or optax.softmax_cross_entropy_with_integer_labels
-    test = _evaluation.chunk_test_set(x, y, min(batch_size, len(y)))
-    return _evaluate_jit(state, test, loss_fn)
+    n = leading_size((x, y), "x and y")
+    outputs = jax.eval_shape(
+        lambda st, inputs: _evaluation.predict(
+            st.apply_fn, st.params, st.batch_stats, inputs
+        ),
+        state,
+        jax.tree.map(lambda a: jnp.asarray(a)[:1], x),
+    )
+    _metrics.check_labels(y, outputs, "the evaluated split", name="y")
+    eval_set = _evaluation.chunk_eval_set((x, y), min(batch_size, n))
+    return _evaluate_jit(
+        state,
+        eval_set,
+        loss_fn or _metrics.default_loss,
+        metrics_fn or _metrics.default_metrics,
+    )
 
 
 def ensemble_probabilities(
@@ -210,6 +261,6 @@ def ensemble_probabilities(
         snapshots.params,
         snapshots.batch_stats,
         snapshots.step,
-        jnp.asarray(x),
+        _as_arrays(x),
         apply_fn=state.apply_fn,
     )
