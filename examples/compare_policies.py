@@ -1,17 +1,18 @@
-"""Smith's Table 1 on digits: every learning-rate policy against a fixed rate.
+"""Smith's Table 1: every learning-rate policy against a tuned fixed rate.
 
 A thin script over ``clr-jax compare`` (:mod:`clr_jax.cli`): a range test
 gives the bounds; a fixed-rate baseline (the best of a small grid between
-them) and every policy of ``clr_jax.cli._compare.POLICIES`` are trained over several
-seeds, each policy as one vmapped program; the iterations each policy needs
-to reach the baseline's final accuracy, the speed-up, the final accuracy and
-the snapshot ensemble go to ``results.md``/``results.json``, and the
-accuracy-vs-iteration plot (Smith's Figure 1) to
-``accuracy_vs_iteration.png``.
+them) and every policy of ``clr_jax.cli._compare.POLICIES`` are trained over
+several seeds, the grid and every scheduled policy as one compiled program;
+the iterations each policy needs to reach the baseline's final accuracy, the
+speed-up, the final accuracy and the snapshot ensemble go to
+``results.md``/``results.json``, and the accuracy-vs-iteration plot (Smith's
+Figure 1) to ``accuracy_vs_iteration.png``.
 
 Usage::
 
-    python examples/compare_policies.py --out docs/compare
+    python examples/compare_policies.py --out docs/compare --overwrite
+    python examples/compare_policies.py --data mnist1d --model cnn --out runs/cnn
     python examples/compare_policies.py --smoke --out /tmp/compare_smoke
 
 Every option of ``clr-jax compare --help`` is accepted.

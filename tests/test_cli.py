@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,8 @@ import pytest
 
 import clr_jax
 from clr_jax import cli
-from clr_jax.cli import _report
+from clr_jax import data as clr_data
+from clr_jax.cli import _parser, _report
 
 for _extra in ("flax", "matplotlib", "sklearn"):
     pytest.importorskip(_extra)
@@ -73,6 +76,7 @@ def test_demo_tells_the_story_and_writes_both_plots(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     results = _read_json(tmp_path / "results.json")
     assert list(results["runs"]) == ["fixed", "triangular"]
+    assert results["setup"]["data"] == "digits"  # the default data set
     base_lr, max_lr = results["range_test"]["bounds"]
     assert results["baseline"]["chosen_lr"] == pytest.approx(
         math.sqrt(base_lr * max_lr)
@@ -131,6 +135,9 @@ def test_compare_scores_policies_against_the_best_fixed_rate(tmp_path, capsys):
     assert 0.0 <= runs["triangular"]["ensemble_mean"] <= 1.0
     assert runs["one_cycle"]["ensemble_mean"] is None
     assert runs["fixed"]["ensemble_mean"] is None
+    # The grid and both policies trained as one compiled program.
+    (program,) = results["programs"]
+    assert len(program["runs"]) == 4 and program["seconds"] > 0
 
     table = (tmp_path / "results.md").read_text(encoding="utf-8")
     for name in runs:
@@ -185,13 +192,25 @@ def test_value_errors_print_a_message_and_exit_2(argv, message, tmp_path, capsys
     assert message in err and "Traceback" not in err
 
 
+_FLOAT32_RULE = "must be a positive number between 1.18e-38 and 3.4e+38 (float32)"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["compare", "--model", "resnet"], "invalid choice: 'resnet'"),
-        (["demo", "--epochs", "0"], "must be > 0"),
-        (["range-test", "--start-lr", "abc"], "expected a float"),
+        (["compare", "--data", "mnist"], "invalid choice: 'mnist'"),
+        (["demo", "--epochs", "0"], "must be a positive integer; got '0'"),
+        (["range-test", "--start-lr", "abc"], f"{_FLOAT32_RULE}; got 'abc'"),
         (["compare", "--policies", "triangular", "nope"], "invalid choice: 'nope'"),
+        # A NaN rate in float32 (1e-46 is 0 there), an infinite one.
+        (["range-test", "--start-lr", "1e-46"], f"{_FLOAT32_RULE}; got '1e-46'"),
+        (["compare", "--end-lr", "1e39"], f"{_FLOAT32_RULE}; got '1e39'"),
+        (["demo", "--half-cycle-epochs", "inf"], f"{_FLOAT32_RULE}; got 'inf'"),
+        # JAX keys keep 32 bits: 2**32 would be seed 0 again, -1 seed 2**32 - 1.
+        (["demo", "--seed", str(2**32)], "must be an integer from 0 to 4294967295"),
+        (["demo", "--seed", "-1"], "must be an integer from 0 to 4294967295"),
+        (["compare", "--batch-size", "1.5"], "must be a positive integer; got '1.5'"),
     ],
 )
 def test_bad_arguments_are_rejected_by_the_parser(argv, message, capsys):
@@ -199,4 +218,264 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, message, capsys):
         cli.main(argv)
 
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert "expected a int" not in err and "Traceback" not in err
+
+
+def test_a_half_cycle_under_one_iteration_is_refused(tmp_path, capsys):
+    argv = ["demo", "--half-cycle-epochs", "0.001", "--out", str(tmp_path / "o")]
+
+    assert cli.main(argv) == 2
+
+    err = capsys.readouterr().err
+    assert "`--half-cycle-epochs` must give a half-cycle of at least one " in err
+    assert "(42 iterations per epoch); got 0.001 (0.042 iterations)" in err
+    assert not (tmp_path / "o").exists()  # refused before the folder is made
+
+
+def test_digits_defaults_are_unchanged_and_mnist1d_has_its_own():
+    compare = _parser.parse(["compare"])
+    demo = _parser.parse(["demo"])
+    mnist1d = _parser.parse(["compare", "--data", "mnist1d"])
+
+    assert (compare.data, compare.batch_size, compare.epochs) == ("digits", 32, 48)
+    assert compare.half_cycle_epochs == 4.0 and demo.epochs == 24
+    assert (mnist1d.batch_size, mnist1d.epochs, mnist1d.half_cycle_epochs) == (
+        100,
+        150,
+        5.0,
+    )
+    given = _parser.parse(["compare", "--data", "mnist1d", "--batch-size", "50"])
+    assert given.batch_size == 50
+
+
+# ---------------------------------------------------------------------------
+# --out: checked before any work, never overwritten unless asked
+# ---------------------------------------------------------------------------
+
+
+def _run_out(argv, out: Path, capsys) -> tuple[int, str, str]:
+    status = cli.main([*argv, "--out", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_out_that_is_a_file_is_refused_with_exit_2(tmp_path, capsys):
+    out = tmp_path / "results.txt"
+    out.write_text("mine")
+
+    status, stdout, err = _run_out(["compare", "--smoke"], out, capsys)
+
+    assert status == 2 and "Traceback" not in err
+    assert f"`--out` must be a folder; got '{out}', which is a file." in err
+    assert stdout == "" and out.read_text() == "mine"
+
+
+def test_out_below_a_file_is_refused_with_exit_2(tmp_path, capsys):
+    parent = tmp_path / "a_file"
+    parent.write_text("mine")
+
+    status, stdout, err = _run_out(["demo", "--smoke"], parent / "run", capsys)
+
+    assert status == 2 and stdout == ""
+    assert f"which sits in {parent}, a file." in err
+
+
+def test_an_unwritable_out_is_refused_with_exit_2(tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() == 0:  # root writes anywhere: make the folder refuse it
+        real_mkdir = Path.mkdir
+
+        def refuse(self, *args, **kwargs):
+            if locked in (self, *self.parents):
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+
+    status, stdout, err = _run_out(["range-test"], locked / "run", capsys)
+    locked.chmod(0o700)
+
+    assert status == 2 and "Traceback" not in err
+    assert "`--out` must be a folder that can" in err
+    assert "[1/3]" not in stdout and "sweep" not in stdout
+    assert not (locked / "run").exists()
+
+
+def test_a_blocked_output_file_is_found_before_the_run(tmp_path, capsys):
+    (tmp_path / "range_test_bounds.json").mkdir()  # where a file would go
+
+    status, stdout, err = _run_out(
+        ["compare", "--smoke", "--overwrite"], tmp_path, capsys
+    )
+
+    assert status == 2
+    assert "range_test_bounds.json is taken by a folder" in err
+    assert stdout == ""  # nothing ran, nothing was written
+    assert [p.name for p in tmp_path.iterdir()] == ["range_test_bounds.json"]
+
+
+def test_files_of_an_earlier_run_are_kept_unless_overwrite(tmp_path, capsys):
+    earlier = tmp_path / "range_test.json"
+    earlier.write_text("the user's curve")
+    argv = ["range-test", "--steps", "60"]
+
+    status, stdout, err = _run_out(argv, tmp_path, capsys)
+
+    assert status == 2 and stdout == ""
+    assert "holds range_test.json. Pass `--overwrite` to replace them" in err
+    assert earlier.read_text() == "the user's curve"
+
+    assert _run_out([*argv, "--overwrite"], tmp_path, capsys)[0] == 0
+    assert clr_jax.RangeTestResult.load_json(earlier).lrs.shape == (60,)
+
+
+def test_unrelated_files_in_out_are_left_alone(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+
+    assert _run_out(["range-test", "--steps", "60"], tmp_path, capsys)[0] == 0
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# ---------------------------------------------------------------------------
+# MNIST-1D (a synthetic cache of the right shape: the real one takes seconds
+# to generate, and tests/test_data.py checks it)
+# ---------------------------------------------------------------------------
+
+needs_mnist1d = pytest.mark.skipif(
+    importlib.util.find_spec("mnist1d") is None, reason="mnist1d not installed"
+)
+
+
+@pytest.fixture
+def mnist1d_cache(tmp_path, monkeypatch):
+    """A learnable stand-in for MNIST-1D in a temporary cache: class ``c`` is
+    a bump at position ``3 c`` plus noise."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = rng.integers(0, 10, n).astype(np.int32)
+        x = rng.normal(0.0, 0.3, (n, 40)).astype(np.float32)
+        x[np.arange(n), 3 * y + 5] += 2.0
+        return x, y
+
+    (x_train, y_train), (x_test, y_test) = split(4000), split(1000)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(clr_data.CACHE_DIR_ENV, str(cache))
+    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    clr_data._write_mnist1d_cache(clr_data.mnist1d_cache_path(), arrays)
+    return cache
+
+
+@needs_mnist1d
+def test_demo_on_mnist1d_uses_its_data_and_defaults(tmp_path, capsys, mnist1d_cache):
+    out = tmp_path / "out"
+    argv = ["demo", "--data", "mnist1d", "--smoke"]
+
+    status, stdout, _ = _run_out(argv, out, capsys)
+
+    assert status == 0
+    assert "cyclical learning rates on MNIST-1D" in stdout
+    assert "4000 train / 1000 test sequences" in stdout
+    setup = _read_json(out / "results.json")["setup"]
+    assert setup["data"] == "mnist1d" and setup["n_train"] == 4000
+    assert setup["model"].startswith("mlp (MLP 40-100-100-10")
+    assert setup["batch_size"] == 100 and setup["steps_per_epoch"] == 40
+
+
+@needs_mnist1d
+def test_range_test_on_mnist1d_with_the_papers_cnn(tmp_path, capsys, mnist1d_cache):
+    argv = ["range-test", "--data", "mnist1d", "--model", "cnn", "--steps", "60"]
+
+    status, stdout, _ = _run_out(argv, tmp_path, capsys)
+
+    assert status == 0
+    assert "clr-jax range-test on MNIST-1D: CNN conv25/2 x3" in stdout
+    assert _read_json(tmp_path / "range_test_bounds.json")["num_steps"] == 60
+
+
+def test_mnist1d_models_are_the_papers():
+    jax = pytest.importorskip("jax")
+    from clr_jax.cli._models import DATASETS
+
+    x = jax.ShapeDtypeStruct((3, 40), np.float32)
+    sizes = {}
+    for name, spec in DATASETS["mnist1d"].models.items():
+        net = spec.build()  # shapes only: nothing is compiled
+        variables = jax.eval_shape(net.init, jax.random.key(0), x)
+        sizes[name] = sum(np.prod(a.shape) for a in jax.tree.leaves(variables))
+        assert jax.eval_shape(net.apply, variables, x).shape == (3, 10)
+        features = jax.eval_shape(
+            lambda v, x, net=net: net.apply(v, x, features_only=True), variables, x
+        )
+        assert features.shape == (3, {"mlp": 100, "cnn": 125}[name])
+    # The parameter counts of the authors' MLPBase and ConvBase.
+    assert sizes == {"mlp": 15_210, "cnn": 5_210}
+
+
+def test_rate_table_reads_the_schedule_at_every_update_and_holds_the_last():
+    from clr_jax.cli._compare import RateTable
+
+    schedule = clr_jax.one_cycle(0.1, 50)
+    table = RateTable.of(schedule, 50)
+
+    counts = np.arange(50)
+    np.testing.assert_allclose(np.asarray(table(counts)), schedule(counts), rtol=1e-6)
+    assert float(table(75)) == float(table(49))
+    np.testing.assert_array_equal(RateTable.of(0.02, 4).rates, np.full(4, 0.02, "f4"))
+
+
+# ---------------------------------------------------------------------------
+# The clr-jax program keeps compiled programs in the cache folder
+# ---------------------------------------------------------------------------
+
+
+_CACHE_SCENARIOS = """
+import json, os, jax
+from clr_jax.cli import _commands
+
+def seen():
+    _commands._use_compile_cache()
+    return str(jax.config.jax_compilation_cache_dir)
+
+found = [seen()]
+jax.config.update("jax_compilation_cache_dir", None)
+os.environ["CLR_JAX_COMPILE_CACHE"] = "0"
+found.append(seen())
+del os.environ["CLR_JAX_COMPILE_CACHE"]
+jax.config.update("jax_compilation_cache_dir", os.environ["MINE"])
+found.append(seen())
+print(json.dumps(found))
+"""
+
+
+def test_the_program_caches_compiled_code_in_the_cache_folder(tmp_path):
+    import subprocess
+    import sys
+
+    # In a process of its own: the test process's JAX config stays as it is.
+    env = {**os.environ, clr_data.CACHE_DIR_ENV: str(tmp_path), "MINE": "/mine"}
+    done = subprocess.run(
+        [sys.executable, "-c", _CACHE_SCENARIOS],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    default, opted_out, users_own = json.loads(done.stdout.strip().splitlines()[-1])
+    assert default == str(tmp_path / "xla")
+    assert opted_out == "None"
+    assert users_own == "/mine"  # a folder the user chose is kept
+
+
+def test_main_with_arguments_leaves_jax_config_alone(tmp_path, capsys):
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    (tmp_path / "f").write_text("a file: the command stops at once")
+    assert cli.main(["range-test", "--out", str(tmp_path / "f")]) == 2
+    assert jax.config.jax_compilation_cache_dir == before

@@ -43,6 +43,8 @@ def test_schedule_gallery_shows_every_schedule():
         "exp_range(",
         "window=",
         "step_size_down=",
+        "cosine_decay_",  # a bound that is a schedule
+        "min_lr=",
         "cyclical(",
         "cyclical_momentum(",
         "cycle_mult=2",
@@ -79,3 +81,48 @@ def test_compare_policies_smoke_tables_every_policy(tmp_path, capsys):
         assert 0.0 < run["final_mean"] <= 1.0
     width, height = _png_size(tmp_path / "accuracy_vs_iteration.png")
     assert width > 400 and height > 300
+
+
+def test_mnist1d_baselines_smoke_tables_each_model_beside_the_paper(
+    tmp_path, capsys, monkeypatch
+):
+    import importlib.util
+    import json
+
+    import numpy as np
+
+    for extra in ("flax", "matplotlib"):
+        pytest.importorskip(extra)
+    if importlib.util.find_spec("mnist1d") is None:
+        pytest.skip("mnist1d not installed")
+    from clr_jax import data as clr_data
+
+    # A stand-in cache of the right shapes (tests/test_data.py checks the
+    # real generation), so that the smoke run needs no generation.
+    monkeypatch.setenv(clr_data.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.normal(size=(4000, 40)).astype(np.float32),
+        "y_train": rng.integers(0, 10, 4000).astype(np.int32),
+        "x_test": rng.normal(size=(1000, 40)).astype(np.float32),
+        "y_test": rng.integers(0, 10, 1000).astype(np.int32),
+    }
+    clr_data._write_mnist1d_cache(clr_data.mnist1d_cache_path(), arrays)
+    baselines = load_example("mnist1d_baselines")
+    out = tmp_path / "out"
+
+    argv = ["--smoke", "--models", "linear", "cnn", "--no-progress"]
+    assert baselines.main([*argv, "--out", str(out)]) == 0
+
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert list(results["models"]) == ["linear", "cnn"]
+    assert baselines.parse_args([]).models == ["linear", "mlp", "cnn"]
+    printed = capsys.readouterr().out
+    for name, row in results["models"].items():
+        assert row["paper"] == {"linear": 0.32, "mlp": 0.68, "cnn": 0.94}[name]
+        assert len(row["final_per_seed"]) == 2  # --smoke: 2 seeds
+        assert 0.0 <= row["final_mean"] <= 1.0
+        assert f"| {row['model']} | {100 * row['paper']:.2f}% |" in printed
+    # A second run refuses to replace the first one's files.
+    assert baselines.main(["--smoke", "--out", str(out)]) == 2
+    assert "Pass `--overwrite` to replace them" in capsys.readouterr().err

@@ -1,4 +1,10 @@
-"""The ``clr-jax`` command line and its experiments on bundled data (no download).
+"""The ``clr-jax`` command line and its experiments (no download).
+
+Data sets (``--data``): scikit-learn's bundled digits, and MNIST-1D, generated
+once by the mnist1d package and cached (:func:`clr_jax.data.load_mnist1d`);
+each with an MLP and a CNN (``--model``). Every command checks its output
+folder (``--out``) before any work and never replaces a file of an earlier
+run without ``--overwrite``.
 
 Subcommands:
 

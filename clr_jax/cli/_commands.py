@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ def say(message: str) -> None:
 
 def _setup(args: argparse.Namespace) -> Setup:
     return _compare.make_setup(
+        args.data,
         args.model,
         args.optimizer,
         batch_size=args.batch_size,
@@ -42,37 +44,62 @@ def _sweep(args: argparse.Namespace) -> Sweep:
 
 
 def _describe(setup: Setup) -> str:
-    from clr_jax.cli._models import MODELS, OPTIMIZERS
+    from clr_jax.cli._models import DATASETS, OPTIMIZERS
 
+    data = DATASETS[setup.data_name]
     return (
-        f"{MODELS[setup.model][1]}, {OPTIMIZERS[setup.optimizer].label}, "
+        f"{data.models[setup.model].label}, {OPTIMIZERS[setup.optimizer].label}, "
         f"batch {setup.batch_size} ({setup.steps_per_epoch} iterations per epoch), "
-        f"{len(setup.data.y_train)} train / {len(setup.data.y_test)} test images"
+        f"{len(setup.data.y_train)} train / {len(setup.data.y_test)} test {data.unit}"
     )
 
 
+def _title(args: argparse.Namespace) -> str:
+    """The data set's name in titles (digits' keep their earlier form)."""
+    return "digits" if args.data == "digits" else "MNIST-1D"
+
+
+def _subject(args: argparse.Namespace) -> str:
+    """The model in titles: ``'mlp'`` on digits, ``'MNIST-1D mlp'`` else."""
+    return args.model if args.data == "digits" else f"{_title(args)} {args.model}"
+
+
 _MEANING = {
-    "steepest": "steepest descent of the loss per log(lr)",
-    "minimum": "lr of the lowest loss, divided by 10",
-    "valley": "two thirds of the way down the deepest descent",
+    "steepest": "steepest descent of the loss per log(lr) (torch-lr-finder's rule)",
+    "minimum": "lr of the lowest loss, divided by 10 (fastai's minimum)",
+    "valley": "middle of the longest decreasing run (fastai's valley)",
+    "two_thirds": "where two thirds of the descent to the lowest loss are made",
 }
 
 
 def _print_range_test(summary: dict) -> None:
-    if summary["diverged_step"] is None:
-        say("  the loss did not diverge within the sweep")
+    step, lr = summary["blow_up_step"], summary["blow_up_lr"]
+    if step is None:
+        say("  the loss did not blow up within the sweep")
     else:
         say(
-            f"  the loss diverged at iteration {summary['diverged_step']} "
-            f"(lr {summary['diverged_lr']:.3g})"
+            f"  the loss blew up at iteration {step} (lr {lr:.3g}): "
+            f"{summary['blow_up_reason']}; nothing past it is read"
         )
-    say("  suggestions, read from the smoothed loss:")
+    say("  suggestions, read from the zero-phase smoothed loss before its minimum:")
     for method, lr in summary["suggestions"].items():
         value = "none" if lr is None else f"{lr:.4g}"
-        say(f"    {method:<9} {value:<10} {_MEANING[method]}")
+        say(f"    {method:<10} {value:<10} {_MEANING[method]}")
+    peers = summary["peer_suggestions"]
+    say(
+        "  fastai's and torch-lr-finder's rules on their own EMA curves: "
+        + ", ".join(
+            f"{k} {'none' if x is None else f'{x:.4g}'}" for k, x in peers.items()
+        )
+    )
     base_lr, max_lr = summary["bounds"]
     if base_lr is None:
         say(f"  bounds: none ({summary['bounds_reason']})")
+    elif max_lr is None:
+        say(
+            f"  bounds: base_lr {base_lr:.4g}, no max_lr (the "
+            f"{summary['bounds_source']} still improves at end_lr)"
+        )
     else:
         say(
             f"  bounds (Smith): base_lr {base_lr:.4g}, max_lr {max_lr:.4g}, read "
@@ -84,7 +111,9 @@ def _print_range_test(summary: dict) -> None:
 
 
 def _range_test_stage(setup: Setup, args, out: Path, *, announce: str, title: str):
-    """The range test, printed and written out; returns its summary and files."""
+    """The range test, printed and written out; returns its summary (with its
+    wall time, for the cost of tuning) and files."""
+    start = time.perf_counter()
     sweep = _sweep(args)
     say(
         f"{announce}: {sweep.num_steps} iterations, lr {sweep.start_lr:g} to "
@@ -93,12 +122,33 @@ def _range_test_stage(setup: Setup, args, out: Path, *, announce: str, title: st
     result = _compare.run_range_test(setup, sweep)
     summary = _compare.range_test_summary(result, sweep)
     _print_range_test(summary)
+    summary["seconds"] = round(time.perf_counter() - start, 2)
     return summary, _report.write_range_test(result, summary, out, title=title)
 
 
-def _prepare_out(out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _load(args: argparse.Namespace, files: Sequence[str]) -> tuple[Setup, Path]:
+    """The setup, once the output folder is known to take ``files``: the
+    folder is checked first (touching nothing), then the values and the
+    data, then the folder is created; all before any training."""
+    _report.check_out(args.out, files, overwrite=args.overwrite)
+    if args.data == "mnist1d":
+        _announce_mnist1d()
+    return _setup(args), args.out
+
+
+def _load_training(args, files: Sequence[str]) -> tuple[Setup, Path, int]:
+    """:func:`_load`, and the half-cycle checked against the run."""
+    setup, out = _load(args, files)
+    step_size = _half_cycle(setup, args)
+    return setup, _report.make_out(out), step_size
+
+
+def _announce_mnist1d() -> None:
+    from clr_jax.data import mnist1d_cache_path
+
+    path = mnist1d_cache_path()
+    if not path.exists():
+        say(f"generating MNIST-1D once (mnist1d.make_dataset), cached in {path}")
 
 
 def _seeds(n: int) -> str:
@@ -114,15 +164,15 @@ def _half_cycle(setup: Setup, args) -> int:
 
 def range_test(args: argparse.Namespace) -> None:
     """``clr-jax range-test``: suggestions and bounds, plot and curve files."""
-    setup = _setup(args)
-    out = _prepare_out(args.out)
-    say(f"clr-jax range-test on digits: {_describe(setup)}")
+    setup, out = _load(args, _report.RANGE_TEST_FILES)
+    _report.make_out(out)
+    say(f"clr-jax range-test on {_title(args)}: {_describe(setup)}")
     _, paths = _range_test_stage(
         setup,
         args,
         out,
         announce="  exponential sweep, accuracy recorded per mini-batch",
-        title=f"range test: {args.model}",
+        title=f"range test: {_subject(args)}",
     )
     say("wrote " + ", ".join(str(p) for p in paths))
 
@@ -138,13 +188,16 @@ def _finish(results: dict, setup: Setup, context, args, start: float) -> dict:
 def compare(args: argparse.Namespace) -> None:
     """``clr-jax compare``: every policy against the best fixed rate of a grid."""
     start = time.perf_counter()
-    setup = _setup(args)
-    step_size = _half_cycle(setup, args)
-    out = _prepare_out(args.out)
+    files = (*_report.RANGE_TEST_FILES, *_report.COMPARE_FILES)
+    setup, out, step_size = _load_training(args, files)
     names = args.policies or list(POLICIES)
-    say(f"clr-jax compare on digits: {_describe(setup)}")
+    say(f"clr-jax compare on {_title(args)}: {_describe(setup)}")
     summary, _ = _range_test_stage(
-        setup, args, out, announce="[1/3] range test", title=f"range test: {args.model}"
+        setup,
+        args,
+        out,
+        announce="[1/3] range test",
+        title=f"range test: {_subject(args)}",
     )
     context = _compare.policy_context(setup, summary, step_size)
     grid = np.geomspace(context.base_lr, context.max_lr, args.grid_size).tolist()
@@ -163,7 +216,7 @@ def compare(args: argparse.Namespace) -> None:
     }
     _report.write_json(files["json"], results)
     files["md"].write_text(_report.format_markdown(results), encoding="utf-8")
-    _report.plot_comparison(results, lrs, files["png"], f"digits, {args.model}")
+    _report.plot_comparison(results, lrs, files["png"], f"{_title(args)}, {args.model}")
     say("[3/3] results\n" + _report.format_table(results))
     say("wrote " + ", ".join(str(p) for p in files.values()))
 
@@ -191,17 +244,17 @@ def _story(results: dict[str, Any], steps_per_epoch: int) -> str:
 def demo(args: argparse.Namespace) -> None:
     """``clr-jax demo``: range test, bounds, a fixed rate against triangular CLR."""
     start = time.perf_counter()
-    setup = _setup(args)
-    step_size = _half_cycle(setup, args)
-    out = _prepare_out(args.out)
-    say("clr-jax demo: cyclical learning rates on scikit-learn's digits")
+    files = (*_report.RANGE_TEST_FILES, *_report.DEMO_FILES)
+    setup, out, step_size = _load_training(args, files)
+    source = "scikit-learn's digits" if args.data == "digits" else "MNIST-1D"
+    say(f"clr-jax demo: cyclical learning rates on {source}")
     say(f"  {_describe(setup)}")
     summary, rt_paths = _range_test_stage(
         setup,
         args,
         out,
         announce="[1/3] LR range test, the rate growing every iteration",
-        title="range test: digits",
+        title=f"range test: {_title(args)}",
     )
     context = _compare.policy_context(setup, summary, step_size)
     fixed_lr = math.sqrt(context.base_lr * context.max_lr)
@@ -214,7 +267,9 @@ def demo(args: argparse.Namespace) -> None:
     results, lrs = _compare.run_comparison(setup, context, [fixed_lr], ["triangular"])
     results = _finish({"range_test": summary, **results}, setup, context, args, start)
     png = out / "accuracy_vs_iteration.png"
-    _report.plot_comparison(results, lrs, png, "digits: fixed lr vs triangular CLR")
+    _report.plot_comparison(
+        results, lrs, png, f"{_title(args)}: fixed lr vs triangular CLR"
+    )
     _report.write_json(out / "results.json", results)
     say(
         f"[3/3] results (mean over {_seeds(args.seeds)})\n"
@@ -242,23 +297,54 @@ def _with_flag_names(message: str, args: argparse.Namespace) -> str:
     return message
 
 
+# Set to "0" to run the ``clr-jax`` program without the compilation cache.
+COMPILE_CACHE_ENV = "CLR_JAX_COMPILE_CACHE"
+
+
+def _use_compile_cache() -> None:
+    """XLA's persistent compilation cache in ``<cache_dir()>/xla``: a later
+    run reuses every compiled program (most of a short run's time on CPU).
+
+    Left alone when JAX already has a cache folder (the user's choice) or
+    ``CLR_JAX_COMPILE_CACHE=0``.
+    """
+    import jax
+
+    from clr_jax.data import cache_dir
+
+    if jax.config.jax_compilation_cache_dir or os.environ.get(COMPILE_CACHE_ENV) == "0":
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    # Every program, however small: a short run is made of small ones.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``clr-jax``.
 
     Args:
-      argv: the arguments after the program name; default ``sys.argv[1:]``.
+      argv: the arguments after the program name; ``None`` (the ``clr-jax``
+        program) reads ``sys.argv[1:]`` and also turns on XLA's persistent
+        compilation cache (:func:`_use_compile_cache`), while a list leaves
+        JAX's configuration alone.
 
     Returns:
-      The exit status: 0 on success, 2 for a bad argument (the message is
-      printed without a traceback, naming the flag), 1 when an optional
-      dependency is missing.
+      The exit status: 0 on success, 2 for a bad argument or a file that
+      cannot be written (the message is printed without a traceback, naming
+      the flag), 1 when an optional dependency is missing.
     """
     args = _parser.parse(argv)
+    if argv is None:
+        _use_compile_cache()
     try:
         _COMMANDS[args.command](args)
     except ValueError as err:
         message = _with_flag_names(str(err), args)
         print(f"clr-jax {args.name}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file problem met after the checks of --out
+        print(f"clr-jax {args.name}: error: {err}", file=sys.stderr)
         return 2
     except ImportError as err:
         print(

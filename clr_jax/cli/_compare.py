@@ -1,13 +1,21 @@
-"""Smith's experiment on digits: policies against a tuned fixed rate.
+"""Smith's experiment: policies against a tuned fixed rate.
 
 The engine behind ``clr-jax compare`` and ``clr-jax demo``: plain values in,
 plain data out (it parses no flag and prints nothing). Every policy of
-:data:`POLICIES` trains the same model over several seeds (one vmapped
-:func:`clr_jax.flax.fit` per policy, the same seeds for every policy) and is
-scored by Smith's Table 1 metric: the first iteration at which its seed-mean
-test accuracy reaches the fixed-rate baseline's final seed-mean accuracy.
-The baseline is the best of a small grid of fixed rates inside the range
-test's bounds, as a user with the range test would choose it.
+:data:`POLICIES` trains the same model over several seeds (the same keys
+for every policy, so seed ``i`` starts from the same weights and sees the
+same batches) and is scored by Smith's Table 1 metric: the first iteration
+at which its seed-mean test accuracy reaches the fixed-rate baseline's final
+seed-mean accuracy. The baseline is the best of a small grid of fixed rates
+inside the range test's bounds, as a user with the range test would choose
+it.
+
+One compiled program trains them all: every fixed rate and every policy
+with a schedule becomes a table of its learning rate at each update
+(:class:`RateTable`, a schedule value), so that runs of different kinds
+share one pytree structure and go to :func:`clr_jax.flax.fit` as one grid
+(``learning_rate=[t1, ..., tK]``, times ``seeds``). Only an adaptive policy
+(a per-epoch ``lr_policy`` hook) trains in a program of its own.
 
 Flax, matplotlib and scikit-learn are imported inside the functions.
 
@@ -21,10 +29,13 @@ from __future__ import annotations
 import math
 import os
 import platform
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 import clr_jax
@@ -33,6 +44,7 @@ __all__ = [
     "POLICIES",
     "PolicyContext",
     "PolicySpec",
+    "RateTable",
     "Setup",
     "Sweep",
     "iterations_to_reach",
@@ -172,8 +184,10 @@ Adding a policy is one entry; an adaptive one returns a ``PolicySpec`` with an
 
 
 class Setup(NamedTuple):
-    """What every run of one comparison shares."""
+    """What every run of one comparison shares (``data_name`` and ``model``
+    are keys of ``cli._models.DATASETS``)."""
 
+    data_name: str
     model: str
     optimizer: str
     data: Any  # clr_jax.data.Dataset
@@ -202,6 +216,7 @@ class Sweep(NamedTuple):
 
 
 def make_setup(
+    data_name: str,
     model: str,
     optimizer: str,
     *,
@@ -211,20 +226,23 @@ def make_setup(
     seed: int = 0,
     progress: bool | None = None,
 ) -> Setup:
-    """The shared settings of one experiment, with the digits split loaded."""
+    """The shared settings of one experiment, with its data set loaded."""
     from clr_jax import _validation as v
-    from clr_jax.cli._models import load_digits_for
+    from clr_jax.cli._models import DATASETS
 
-    data = load_digits_for(model)
+    data = DATASETS[data_name].load(model)
     v.check_batch_size(batch_size, len(data.y_train))
-    return Setup(model, optimizer, data, batch_size, epochs, seeds, seed, progress)
+    return Setup(
+        data_name, model, optimizer, data, batch_size, epochs, seeds, seed, progress
+    )
 
 
 def run_range_test(setup: Setup, sweep: Sweep):
     """The range test of the setup's model, accuracy recorded per mini-batch."""
-    from clr_jax.cli._models import digits_range_test
+    from clr_jax.cli._models import model_range_test
 
-    return digits_range_test(
+    return model_range_test(
+        setup.data_name,
         setup.model,
         setup.optimizer,
         setup.data,
@@ -238,23 +256,29 @@ def run_range_test(setup: Setup, sweep: Sweep):
 
 
 def range_test_summary(result, sweep: Sweep) -> dict[str, Any]:
-    """Suggestions, bounds and their reasoning, and any warnings, as plain data."""
+    """Suggestions, bounds, the blow-up and every note of the reading, as data."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", clr_jax.RangeTestWarning)
-        suggestions = result.suggestions()
-        report = result.bounds_report()
-    step = result.diverged_step
+        reading = result.read()
+        peers = result.peer_suggestions()
+    step, blow_up = result.diverged_step, reading.blow_up
+    report = reading.bounds
+    notes = [*reading.notes, *(str(w.message) for w in caught)]
     return {
         "start_lr": sweep.start_lr,
         "end_lr": sweep.end_lr,
         "num_steps": sweep.num_steps,
         "diverged_step": step,
         "diverged_lr": None if step is None else float(result.lrs[step]),
-        "suggestions": {k: _finite_or_none(v) for k, v in suggestions.items()},
+        "blow_up_step": blow_up,
+        "blow_up_lr": None if blow_up is None else float(result.lrs[blow_up]),
+        "blow_up_reason": reading.blow_up_reason,
+        "suggestions": {k: _finite_or_none(v) for k, v in reading.suggestions.items()},
+        "peer_suggestions": {k: _finite_or_none(v) for k, v in peers.items()},
         "bounds": [_finite_or_none(report.base_lr), _finite_or_none(report.max_lr)],
         "bounds_source": report.source,
         "bounds_reason": report.reason,
-        "notes": sorted({str(w.message) for w in caught}),
+        "notes": list(dict.fromkeys(notes)),
     }
 
 
@@ -274,32 +298,115 @@ def _require_bounds(summary: dict) -> tuple[float, float]:
     return base_lr, max_lr
 
 
-def _train(setup: Setup, spec: PolicySpec):
-    """``fit`` of one policy over ``setup.seeds`` seeds (one vmapped program).
+class RateTable(NamedTuple):
+    """A learning rate for every update, as a schedule value:
+    ``count -> rates[count]`` (counts past the end read the last rate).
 
-    Every policy uses the same key, hence the same initial weights and batch
-    order for seed ``i``: the comparison is paired.
+    What puts runs of different kinds into one grid of
+    :func:`clr_jax.flax.fit`: a fixed rate and any schedule, tabulated over
+    the run's updates, share one pytree structure (one float32 leaf of
+    length ``total_steps``), so a new value or a new kind of policy reuses
+    the compiled program.
+
+    Examples:
+      >>> import clr_jax
+      >>> table = RateTable.of(clr_jax.triangular(0.1, 0.5, 2), 4)
+      >>> [round(float(table(t)), 3) for t in range(5)]
+      [0.1, 0.3, 0.5, 0.3, 0.3]
     """
-    import jax
 
+    rates: Any
+
+    @classmethod
+    def of(cls, learning_rate: Any, total_steps: int) -> RateTable:
+        """The table of a number or a ``count -> rate`` schedule."""
+        if not callable(learning_rate):
+            return cls(np.full(total_steps, learning_rate, np.float32))
+        rates = learning_rate(jnp.arange(total_steps, dtype=jnp.int32))
+        return cls(np.asarray(jax.device_get(rates), np.float32))
+
+    def __call__(self, count):
+        rates = jnp.asarray(self.rates)
+        return rates[jnp.clip(count, 0, rates.shape[-1] - 1)]
+
+
+def _fit(setup: Setup, learning_rate: Any, **kwargs):
+    """``fit`` of the setup's model over ``setup.seeds`` seeds.
+
+    Every call uses the same key, hence the same initial weights and batch
+    order for seed ``i`` in every run (and every grid member): the
+    comparison is paired.
+    """
     from clr_jax import flax as clr_flax
-    from clr_jax.cli._models import MODELS, OPTIMIZERS
+    from clr_jax.cli._models import DATASETS, OPTIMIZERS
 
     optimizer = OPTIMIZERS[setup.optimizer]
     return clr_flax.fit(
-        MODELS[setup.model][0](),
+        DATASETS[setup.data_name].models[setup.model].build(),
         setup.data,
         epochs=setup.epochs,
         batch_size=setup.batch_size,
         key=jax.random.key(setup.seed),
         optimizer=optimizer.factory,
-        learning_rate=spec.learning_rate,
+        learning_rate=learning_rate,
         seeds=setup.seeds,
-        snapshot_every=spec.snapshot_every,
-        lr_policy=spec.lr_policy,
         progress=setup.progress,
+        **kwargs,
         **optimizer.hyperparams,
     )
+
+
+class _RunArrays(NamedTuple):
+    """One run's results, seed axis first."""
+
+    test_accuracy: np.ndarray  # [seeds, epochs]
+    learning_rate: np.ndarray  # [seeds, steps]
+    nonfinite_step: np.ndarray  # [seeds]
+    ensemble_accuracy: np.ndarray | None  # [seeds]
+    policy_log: Any
+
+
+def _run_arrays(fit_result, member: int | None, ensemble: bool) -> _RunArrays:
+    """Run ``member`` of a grid's results (``None``: a ``fit`` without grid)."""
+
+    def pick(values):
+        values = np.asarray(values, np.float64)
+        return values if member is None else values[member]
+
+    history = fit_result.history
+    log = history.policy_log
+    scores = fit_result.snapshots
+    return _RunArrays(
+        pick(history.test_accuracy),
+        pick(history.learning_rate),
+        pick(history.nonfinite_step),
+        pick(scores.ensemble_accuracy) if ensemble and scores is not None else None,
+        None if not log else {name: pick(values) for name, values in log.items()},
+    )
+
+
+def _train_program(setup: Setup, specs: dict[str, PolicySpec], period) -> dict:
+    """Trains ``specs`` as one program; ``{name: _RunArrays}``.
+
+    Runs with a schedule train as one grid of rate tables, snapshotted every
+    ``period`` updates (ensembles kept for the runs that asked); an adaptive
+    run trains alone.
+    """
+    first, spec = next(iter(specs.items()))
+    if spec.lr_policy is not None:
+        result = _fit(
+            setup,
+            spec.learning_rate,
+            snapshot_every=spec.snapshot_every,
+            lr_policy=spec.lr_policy,
+        )
+        return {first: _run_arrays(result, None, spec.snapshot_every is not None)}
+    tables = [RateTable.of(s.learning_rate, setup.total_steps) for s in specs.values()]
+    result = _fit(setup, tables, snapshot_every=period)
+    return {
+        name: _run_arrays(result, k, s.snapshot_every is not None)
+        for k, (name, s) in enumerate(specs.items())
+    }
 
 
 def _seed_std(a: np.ndarray) -> np.ndarray:
@@ -309,10 +416,9 @@ def _seed_std(a: np.ndarray) -> np.ndarray:
     return np.std(a, axis=0, ddof=1)
 
 
-def _summarise_run(spec: PolicySpec, fit_result) -> dict[str, Any]:
-    """The per-seed and seed-mean test accuracies of one ``fit``, JSON-ready."""
-    history = fit_result.history
-    accuracy = np.asarray(history.test_accuracy, np.float64)  # [seeds, epochs]
+def _summarise_run(spec: PolicySpec, arrays: _RunArrays) -> dict[str, Any]:
+    """The per-seed and seed-mean test accuracies of one run, JSON-ready."""
+    accuracy = arrays.test_accuracy  # [seeds, epochs]
     run = {
         "schedule": spec.description,
         "test_accuracy_per_seed": accuracy.tolist(),
@@ -320,20 +426,20 @@ def _summarise_run(spec: PolicySpec, fit_result) -> dict[str, Any]:
         "std_test_accuracy": _seed_std(accuracy).tolist(),
         "final_mean": float(accuracy[:, -1].mean()),
         "final_std": float(_seed_std(accuracy[:, -1:])[0]),
-        "halted_seeds": int(np.sum(np.asarray(history.nonfinite_step) >= 0)),
+        "halted_seeds": int(np.sum(arrays.nonfinite_step >= 0)),
         "ensemble_per_seed": None,
         "ensemble_mean": None,
         "ensemble_std": None,
     }
-    if fit_result.snapshots is not None:
-        ensemble = np.asarray(fit_result.snapshots.ensemble_accuracy, np.float64)
+    if arrays.ensemble_accuracy is not None:
+        ensemble = arrays.ensemble_accuracy
         run["ensemble_per_seed"] = ensemble.tolist()
         run["ensemble_mean"] = float(ensemble.mean())
         run["ensemble_std"] = float(_seed_std(ensemble[:, None])[0])
-    if history.policy_log:  # an adaptive policy's per-epoch log, seed-mean
+    if arrays.policy_log:  # an adaptive policy's per-epoch log, seed-mean
         run["policy_log"] = {
-            name: np.asarray(values, np.float64).mean(axis=0).tolist()
-            for name, values in history.policy_log.items()
+            name: values.mean(axis=0).tolist()
+            for name, values in arrays.policy_log.items()
         }
     return run
 
@@ -386,24 +492,29 @@ def _score_runs(runs: dict[str, dict], target: float, steps_per_epoch: int) -> N
 # ---------------------------------------------------------------------------
 
 
-def _run_baseline_grid(setup: Setup, grid: Sequence[float], step: Callable):
-    """Trains each fixed rate of ``grid`` and picks the best final accuracy.
+def _programs(specs: dict[str, PolicySpec]) -> list[tuple[dict, int | None]]:
+    """The runs that train together, with their snapshot period.
 
-    Args:
-      setup: the shared settings.
-      grid: the fixed rates.
-      step: reports the start of each training.
-
-    Returns:
-      ``(best_lr, its PolicySpec, its FitResult, one summary row per rate)``.
+    Every run with a schedule joins one grid (one per snapshot period when
+    the policies' cycles differ; runs without snapshots join the first);
+    each adaptive run trains alone.
     """
-    best = None
+    scheduled = {n: s for n, s in specs.items() if s.lr_policy is None}
+    periods = [s.snapshot_every for s in scheduled.values() if s.snapshot_every]
+    periods = list(dict.fromkeys(periods)) or [None]
+    grids: dict[Any, dict] = {period: {} for period in periods}
+    for name, spec in scheduled.items():
+        grids[spec.snapshot_every or periods[0]][name] = spec
+    plan = [(grid, period) for period, grid in grids.items() if grid]
+    adaptive = [({n: s}, None) for n, s in specs.items() if s.lr_policy is not None]
+    return plan + adaptive
+
+
+def _best_fixed(grid: Sequence[float], runs: dict[str, _RunArrays]):
+    """``(index, one summary row per rate)``: the grid's best final accuracy."""
     table = []
-    for lr in grid:
-        spec = PolicySpec(float(lr), f"fixed {lr:.3g}")
-        step(f"fixed learning rate {lr:.4g}")
-        fit_result = _train(setup, spec)
-        final = np.asarray(fit_result.history.test_accuracy, np.float64)[:, -1]
+    for lr, arrays in zip(grid, runs.values(), strict=True):
+        final = arrays.test_accuracy[:, -1]
         table.append(
             {
                 "learning_rate": float(lr),
@@ -411,9 +522,26 @@ def _run_baseline_grid(setup: Setup, grid: Sequence[float], step: Callable):
                 "final_std": float(_seed_std(final[:, None])[0]),
             }
         )
-        if best is None or final.mean() > best[0]:
-            best = (final.mean(), float(lr), spec, fit_result)
-    return best[1], best[2], best[3], table
+    best = max(range(len(table)), key=lambda i: (table[i]["final_mean"], -i))
+    return best, table
+
+
+def _train_all(setup: Setup, specs: dict[str, PolicySpec], on_start: Callable):
+    """Every run of ``specs``, program by program; ``(arrays, timings)``."""
+    plan = _programs(specs)
+    arrays: dict[str, _RunArrays] = {}
+    timings = []
+    for i, (group, period) in enumerate(plan, start=1):
+        runs = "1 run" if len(group) == 1 else f"{len(group)} runs"
+        on_start(f"[{i}/{len(plan)}] {runs} x {setup.seeds} seeds, one program:")
+        for spec in group.values():
+            on_start(f"      {spec.description}")
+        start = time.perf_counter()
+        arrays.update(_train_program(setup, group, period))
+        seconds = round(time.perf_counter() - start, 2)
+        runs = [spec.description for spec in group.values()]
+        timings.append({"runs": runs, "seconds": seconds})
+    return {name: arrays[name] for name in specs}, timings
 
 
 def run_comparison(
@@ -429,44 +557,48 @@ def run_comparison(
     accuracy (the choice a user makes from a few runs). Every run then gets
     the iterations it needs to reach the baseline's final seed-mean test
     accuracy (:func:`iterations_to_reach`) and its speed-up over the
-    baseline.
+    baseline. The grid and every policy with a schedule train in one
+    compiled program; an adaptive policy in one of its own.
 
     Args:
       setup: the shared model, optimizer, data, epochs and seeds.
       context: the bounds, step size and run length policies are built from.
       grid: the fixed rates to try for the baseline.
       policy_names: keys of :data:`POLICIES`.
-      on_start: called with ``'[i/n] what'`` before each training.
+      on_start: called with a line of text before each program and for each
+        of its runs.
 
     Returns:
       ``(results, learning_rates)``: the JSON-ready results (``runs`` keyed
-      by name, the baseline first as ``'fixed'``) and, per run, the rate of
+      by name, the baseline first as ``'fixed'``; ``programs``, the runs of
+      each compiled program and its wall time) and, per run, the rate of
       every update of the first seed.
     """
-    total = len(grid) + len(policy_names)
-    counter = iter(range(1, total + 1))
-
-    def step(what: str) -> None:
-        on_start(f"[{next(counter)}/{total}] {what}")
-
-    base_lr, spec, fit_result, grid_table = _run_baseline_grid(setup, grid, step)
+    specs = {
+        f"{BASELINE}[{i}]": PolicySpec(float(lr), f"fixed {lr:.3g}")
+        for i, lr in enumerate(grid)
+    }
+    specs.update({name: POLICIES[name](context) for name in policy_names})
+    arrays, timings = _train_all(setup, specs, on_start)
+    fixed = {key: arrays[key] for key in list(specs)[: len(grid)]}
+    best, grid_table = _best_fixed(grid, fixed)
+    base_key = f"{BASELINE}[{best}]"
+    base_spec = specs[base_key]
     if len(grid) > 1:
-        spec = spec._replace(description=f"fixed {base_lr:.3g}, best of {len(grid)}")
-    runs = {BASELINE: _summarise_run(spec, fit_result)}
-    lrs = {BASELINE: np.asarray(fit_result.history.learning_rate)[0]}
-    for name in policy_names:
-        spec = POLICIES[name](context)
-        step(f"{name}: {spec.description}")
-        fit_result = _train(setup, spec)
-        runs[name] = _summarise_run(spec, fit_result)
-        lrs[name] = np.asarray(fit_result.history.learning_rate)[0]
+        text = f"fixed {grid[best]:.3g}, best of {len(grid)}"
+        base_spec = base_spec._replace(description=text)
+    chosen = {BASELINE: (base_spec, arrays[base_key])}
+    chosen.update({name: (specs[name], arrays[name]) for name in policy_names})
+    runs = {name: _summarise_run(spec, a) for name, (spec, a) in chosen.items()}
+    lrs = {name: a.learning_rate[0] for name, (_, a) in chosen.items()}
     target = runs[BASELINE]["final_mean"]
     _score_runs(runs, target, setup.steps_per_epoch)
     results = {
         "target_accuracy": target,
         "iterations": [(e + 1) * setup.steps_per_epoch for e in range(setup.epochs)],
-        "baseline": {"grid": grid_table, "chosen_lr": base_lr},
+        "baseline": {"grid": grid_table, "chosen_lr": float(grid[best])},
         "runs": runs,
+        "programs": timings,
     }
     return results, lrs
 
@@ -475,15 +607,15 @@ def setup_record(
     setup: Setup, context: PolicyContext, half_cycle_epochs: float
 ) -> dict[str, Any]:
     """The experiment's settings and machine, JSON-ready."""
-    import jax
+    from clr_jax.cli._models import DATASETS, OPTIMIZERS
 
-    from clr_jax.cli._models import MODELS, OPTIMIZERS
-
+    data = DATASETS[setup.data_name]
     return {
-        "dataset": "scikit-learn digits 8x8, stratified 75/25 split (seed 0)",
+        "data": setup.data_name,
+        "dataset": data.source,
         "n_train": len(setup.data.y_train),
         "n_test": len(setup.data.y_test),
-        "model": f"{setup.model} ({MODELS[setup.model][1]})",
+        "model": f"{setup.model} ({data.models[setup.model].label})",
         "optimizer": f"{setup.optimizer} ({OPTIMIZERS[setup.optimizer].label})",
         "batch_size": setup.batch_size,
         "epochs": setup.epochs,
@@ -509,8 +641,16 @@ def half_cycle(setup: Setup, half_cycle_epochs: float) -> tuple[int, str | None]
       ``(step_size, note)``: ``note`` says when the run ends mid-cycle.
 
     Raises:
-      ValueError: when the run holds less than one whole cycle.
+      ValueError: when the half-cycle is shorter than one iteration, or the
+        run holds less than one whole cycle.
     """
+    iterations = half_cycle_epochs * setup.steps_per_epoch
+    if round(iterations) < 1:
+        raise ValueError(
+            "`half_cycle_epochs` must give a half-cycle of at least one "
+            f"iteration ({setup.steps_per_epoch} iterations per epoch); got "
+            f"{half_cycle_epochs:g} ({iterations:.3g} iterations)."
+        )
     step_size = clr_jax.step_size_for(
         len(setup.data.y_train),
         setup.batch_size,
@@ -544,5 +684,5 @@ def policy_context(setup: Setup, summary: dict, step_size: int) -> PolicyContext
         batch_size=setup.batch_size,
         num_classes=setup.data.num_classes,
         momentum=OPTIMIZERS[setup.optimizer].hyperparams.get("momentum", 0.0),
-        feature_fn=feature_fn(setup.model),
+        feature_fn=feature_fn(setup.data_name, setup.model),
     )

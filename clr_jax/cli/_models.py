@@ -1,8 +1,16 @@
-"""The models of the ``clr-jax`` experiments: digits models, optimizers, range test.
+"""The data sets and models of the ``clr-jax`` experiments, and their range test.
 
-Small Flax models for scikit-learn's bundled 8x8 digits, the optimizers the
-command line offers, and the range test of such a model with an accuracy
-metric. Imports flax, so the commands import it inside their functions.
+Two data sets, each with an MLP and a CNN (:data:`DATASETS`):
+scikit-learn's bundled 8x8 digits with small models of our own, and MNIST-1D
+with the models of its paper (Greydanus & Kobak 2020). Also the optimizers
+the command line offers, and the range test of such a model with an
+accuracy metric. Imports flax, so the commands import it inside their
+functions.
+
+References:
+  Greydanus & Kobak, "Scaling Down Deep Learning with MNIST-1D", 2020,
+  https://arxiv.org/abs/2011.14439; the models follow the authors' code
+  (``notebooks/models.py`` of https://github.com/greydanus/mnist1d).
 """
 
 from __future__ import annotations
@@ -17,18 +25,21 @@ import jax.numpy as jnp
 import optax
 
 import clr_jax
-from clr_jax.data import Dataset, load_digits
-from clr_jax.flax import accuracy
+from clr_jax.data import Dataset, load_digits, load_mnist1d
+from clr_jax.flax import accuracy, create_train_state
 
 __all__ = [
-    "MODELS",
+    "DATASETS",
     "OPTIMIZERS",
+    "DataSpec",
     "DigitsCNN",
     "DigitsMLP",
+    "Mnist1dCNN",
+    "Mnist1dMLP",
+    "ModelSpec",
     "OptimizerSpec",
-    "digits_range_test",
     "feature_fn",
-    "load_digits_for",
+    "model_range_test",
 ]
 
 
@@ -63,21 +74,105 @@ class DigitsCNN(nn.Module):
         return features if features_only else nn.Dense(10)(features)
 
 
+class Mnist1dMLP(nn.Module):
+    """The MNIST-1D paper's MLP: 40 inputs, two ReLU layers of 100 units (the
+    second one residual, ``h + relu(W h + b)``, as in the authors' code), 10
+    logits; 15,210 parameters.
+
+    ``features_only=True`` returns the inputs of the last layer.
+    """
+
+    hidden: int = 100
+
+    @nn.compact
+    def __call__(self, x, features_only: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        h = nn.relu(nn.Dense(self.hidden)(x))
+        h = h + nn.relu(nn.Dense(self.hidden)(h))
+        return h if features_only else nn.Dense(10)(h)
+
+
+class Mnist1dCNN(nn.Module):
+    """The MNIST-1D paper's CNN: three 1-D convolutions of 25 channels
+    (kernels 5, 3, 3, stride 2, padding 1, ReLU; length 40 -> 19 -> 10 -> 5),
+    flattened (125 features) into a linear classifier; 5,210 parameters.
+
+    Takes ``float32[n, 40]`` sequences; ``features_only=True`` returns the
+    flattened convolution features.
+    """
+
+    channels: int = 25
+
+    @nn.compact
+    def __call__(self, x, features_only: bool = False):
+        x = x.reshape(x.shape[0], -1, 1)  # one input channel
+        for kernel in (5, 3, 3):
+            conv = nn.Conv(self.channels, (kernel,), strides=2, padding=[(1, 1)])
+            x = nn.relu(conv(x))
+        features = x.reshape(x.shape[0], -1)
+        return features if features_only else nn.Dense(10)(features)
+
+
+class ModelSpec(NamedTuple):
+    """A model of the command line: its Flax module and a label for reports."""
+
+    build: Callable[[], nn.Module]
+    label: str
+
+
+class DataSpec(NamedTuple):
+    """A data set of the command line.
+
+    Attributes:
+      title: its name in titles (``'digits'``, ``'MNIST-1D'``).
+      source: where it comes from and how it is split, for the records.
+      unit: what an example is, plural (``'images'``).
+      load: ``model name -> Dataset``, shaped for that model.
+      models: ``name -> ModelSpec``, the names of ``--model``.
+    """
+
+    title: str
+    source: str
+    unit: str
+    load: Callable[[str], Dataset]
+    models: dict[str, ModelSpec]
+
+
+DATASETS: dict[str, DataSpec] = {
+    "digits": DataSpec(
+        "digits",
+        "scikit-learn digits 8x8, stratified 75/25 split (seed 0)",
+        "images",
+        lambda model: load_digits(image=model == "cnn"),
+        {
+            "mlp": ModelSpec(DigitsMLP, "MLP 64-64-10 (ReLU)"),
+            "cnn": ModelSpec(DigitsCNN, "CNN conv16-conv32/2-avgpool-10"),
+        },
+    ),
+    "mnist1d": DataSpec(
+        "MNIST-1D",
+        "MNIST-1D (mnist1d make_dataset defaults, seed 42): first 4000 train / "
+        "last 1000 test",
+        "sequences",
+        lambda model: load_mnist1d(),
+        {
+            "mlp": ModelSpec(Mnist1dMLP, "MLP 40-100-100-10 (ReLU, residual)"),
+            "cnn": ModelSpec(Mnist1dCNN, "CNN conv25/2 x3 (k 5,3,3)-flatten-10 (ReLU)"),
+        },
+    ),
+}
+"""The data sets of ``--data`` and their models (``--model``)."""
+
+
 @functools.cache
-def feature_fn(model: str) -> Callable[[Any, jax.Array], jax.Array]:
-    """``(variables, x) -> penultimate activations`` of a :data:`MODELS` entry.
+def feature_fn(data: str, model: str) -> Callable[[Any, jax.Array], jax.Array]:
+    """``(variables, x) -> penultimate activations`` of a model of :data:`DATASETS`.
 
     Cached, so that every call for one model returns the same function and
     compiled code that depends on it is reused.
     """
-    net = MODELS[model][0]()
+    net = DATASETS[data].models[model].build()
     return lambda variables, x: net.apply(variables, x, features_only=True)
-
-
-MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
-    "mlp": (DigitsMLP, "MLP 64-64-10 (ReLU)"),
-    "cnn": (DigitsCNN, "CNN conv16-conv32/2-avgpool-10"),
-}
 
 
 class OptimizerSpec(NamedTuple):
@@ -100,19 +195,8 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 }
 
 
-def load_digits_for(model: str) -> Dataset:
-    """The digits split shaped for ``model``: images for the CNN, vectors else.
-
-    Args:
-      model: a key of :data:`MODELS`.
-
-    Returns:
-      The :class:`clr_jax.data.Dataset` (1347 train / 450 test examples).
-    """
-    return load_digits(image=model == "cnn")
-
-
-def digits_range_test(
+def model_range_test(
+    data_name: str,
     model: str,
     optimizer: str,
     data: Dataset,
@@ -124,12 +208,14 @@ def digits_range_test(
     seed: int,
     progress: bool = True,
 ) -> clr_jax.RangeTestResult:
-    """Smith's range test of a digits model, recording mini-batch accuracy.
+    """Smith's range test of a model of :data:`DATASETS`, recording mini-batch
+    accuracy.
 
     Args:
-      model: a key of :data:`MODELS`.
+      data_name: a key of :data:`DATASETS`.
+      model: a key of its models.
       optimizer: a key of :data:`OPTIMIZERS`.
-      data: the digits split (:func:`load_digits_for`).
+      data: the split (``DATASETS[data_name].load(model)``).
       start_lr, end_lr: the exponential sweep's first and last rate.
       num_steps: updates in the sweep.
       batch_size: examples per update.
@@ -139,9 +225,13 @@ def digits_range_test(
     Returns:
       The :class:`clr_jax.RangeTestResult`, with accuracy as its metric.
     """
-    net = MODELS[model][0]()
+    net = DATASETS[data_name].models[model].build()
     init_key, data_key = jax.random.split(jax.random.key(seed))
-    params = net.init(init_key, jnp.asarray(data.x_train[:1]))
+    # Initialised as fit initialises: the same compiled program serves both.
+    state = create_train_state(
+        net, data.x_train[:1], key=init_key, optimizer=optax.sgd, learning_rate=0.0
+    )
+    params = {"params": state.params}
 
     def loss_fn(params: Any, batch) -> jax.Array:
         x, y = batch

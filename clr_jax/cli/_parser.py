@@ -4,42 +4,116 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 import clr_jax
 from clr_jax.cli._compare import POLICIES
 
-# The keys of cli._models.MODELS and OPTIMIZERS, here so that parsing the
-# arguments (and --help) needs no flax.
+# The keys of cli._models.DATASETS, their models and OPTIMIZERS, here so that
+# parsing the arguments (and --help) needs no flax.
+DATA_NAMES = ("digits", "mnist1d")
 MODEL_NAMES = ("mlp", "cnn")
 OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
 
+# Flags whose default depends on --data: {flag: {data: default}}, per command.
+# MNIST-1D: the paper's batch of 100 (40 updates per epoch); 150 epochs are
+# its 6000 updates, 15 whole cycles of a 5-epoch half-cycle.
+_DATA_DEFAULTS = {
+    "range_test": {"batch_size": {"digits": 32, "mnist1d": 100}},
+    "compare": {
+        "batch_size": {"digits": 32, "mnist1d": 100},
+        "epochs": {"digits": 48, "mnist1d": 150},
+        "half_cycle_epochs": {"digits": 4.0, "mnist1d": 5.0},
+    },
+    "demo": {
+        "batch_size": {"digits": 32, "mnist1d": 100},
+        "epochs": {"digits": 24, "mnist1d": 40},
+        "half_cycle_epochs": {"digits": 4.0, "mnist1d": 5.0},
+    },
+}
 
-def _positive(kind: type) -> Callable[[str], Any]:
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a {kind.__name__}, got {text!r}"
-            ) from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
+# jax.random.key keeps 32 bits of a seed (without x64): 2**32 is seed 0 again.
+_SEED_MAX = 2**32 - 1
+# The normal float32 numbers (XLA flushes subnormals to zero).
+_FLOAT32_MIN = float(np.finfo(np.float32).tiny)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-_POSITIVE_INT = _positive(int)
-_POSITIVE_FLOAT = _positive(float)
+def _fail(rule: str, text: str):
+    raise argparse.ArgumentTypeError(f"must be {rule}; got {text!r}")
 
 
-def _add_common(parser: argparse.ArgumentParser, *, out: str) -> None:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        _fail("a positive integer", text)
+    if value <= 0:
+        _fail("a positive integer", text)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """A positive number that float32, the dtype of every computation, holds
+    as a normal number: 1e-46 would be 0, 1e39 infinite."""
+    rule = f"a positive number between {_FLOAT32_MIN:.3g} and {_FLOAT32_MAX:.3g}"
+    try:
+        value = float(text)
+    except ValueError:
+        _fail(rule + " (float32)", text)
+    if not (math.isfinite(value) and _FLOAT32_MIN <= value <= _FLOAT32_MAX):
+        _fail(rule + " (float32)", text)
+    return value
+
+
+def _seed(text: str) -> int:
+    rule = f"an integer from 0 to {_SEED_MAX} (2**32 - 1, the bits a JAX key keeps)"
+    try:
+        value = int(text)
+    except ValueError:
+        _fail(rule, text)
+    if not 0 <= value <= _SEED_MAX:
+        _fail(rule, text)
+    return value
+
+
+_positive_int.__name__ = "positive integer"
+_positive_float.__name__ = "positive number"
+_seed.__name__ = "seed"
+_POSITIVE_INT = _positive_int
+_POSITIVE_FLOAT = _positive_float
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except ``None`` (a default that depends on ``--data``,
+    which its help states)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _per_data(command: str, name: str) -> str:
+    values = _DATA_DEFAULTS[command][name]
+    return "default: " + ", ".join(f"{v:g} on {data}" for data, v in values.items())
+
+
+def _add_common(parser: argparse.ArgumentParser, *, out: str, command: str) -> None:
     parser.add_argument(
-        "--model", choices=MODEL_NAMES, default="mlp", help="the digits model"
+        "--data",
+        choices=DATA_NAMES,
+        default="digits",
+        help="scikit-learn's bundled 8x8 digits, or MNIST-1D (generated once "
+        "by the mnist1d package, then cached; no download)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default="mlp",
+        help="the model of the data set (MNIST-1D: the paper's MLP and CNN)",
     )
     parser.add_argument(
         "--optimizer",
@@ -48,10 +122,13 @@ def _add_common(parser: argparse.ArgumentParser, *, out: str) -> None:
         help="momentum = SGD with momentum 0.9 (Smith's setting)",
     )
     parser.add_argument(
-        "--batch-size", type=_POSITIVE_INT, default=32, help="examples per update"
+        "--batch-size",
+        type=_POSITIVE_INT,
+        default=None,
+        help=f"examples per update ({_per_data(command, 'batch_size')})",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the range test and trainings"
+        "--seed", type=_seed, default=0, help="seed of the range test and trainings"
     )
     parser.add_argument(
         "--start-lr", type=_POSITIVE_FLOAT, default=1e-4, help="range test: first lr"
@@ -63,14 +140,26 @@ def _add_common(parser: argparse.ArgumentParser, *, out: str) -> None:
         "--steps", type=_POSITIVE_INT, default=400, help="range test: iterations"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path(out), help="folder for the files written"
+        "--out",
+        type=Path,
+        default=Path(out),
+        help="folder for the files written (created if missing)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an earlier run in --out (without it, a run "
+        "that would replace one stops before it starts)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _add_training(parser, *, epochs: int, seeds: int) -> None:
+def _add_training(parser, *, command: str, seeds: int) -> None:
     parser.add_argument(
-        "--epochs", type=_POSITIVE_INT, default=epochs, help="epochs of every run"
+        "--epochs",
+        type=_POSITIVE_INT,
+        default=None,
+        help=f"epochs of every run ({_per_data(command, 'epochs')})",
     )
     parser.add_argument(
         "--seeds",
@@ -81,11 +170,14 @@ def _add_training(parser, *, epochs: int, seeds: int) -> None:
     parser.add_argument(
         "--half-cycle-epochs",
         type=_POSITIVE_FLOAT,
-        default=4.0,
-        help="epochs per half-cycle (Smith: 2 to 10)",
+        default=None,
+        help="epochs per half-cycle (Smith: 2 to 10; "
+        f"{_per_data(command, 'half_cycle_epochs')})",
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="a tiny run of seconds (for tests)"
+        "--smoke",
+        action="store_true",
+        help="a tiny run through every code path (for tests)",
     )
 
 
@@ -94,7 +186,7 @@ def _subparser(sub, name: str, summary: str, description: str):
         name,
         help=summary,
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
 
 
@@ -108,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clr-jax",
         description=(
-            "Cyclical learning rates on scikit-learn's bundled digits: the LR "
-            "range test, a comparison of policies, and a short demo."
+            "Cyclical learning rates on scikit-learn's bundled digits or "
+            "MNIST-1D: the LR range test, a comparison of policies, and a short "
+            "demo."
         ),
     )
     parser.add_argument("--version", action="version", version=clr_jax.__version__)
@@ -123,20 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
         "cyclical schedule with their reasoning; writes the plot, the curve "
         "(JSON, CSV) and the bounds (JSON).",
     )
-    _add_common(rt, out="clr_jax_range_test")
+    _add_common(rt, out="clr_jax_range_test", command="range_test")
     rt.set_defaults(command="range_test")
 
     cmp = _subparser(
         sub,
         "compare",
         "every policy vs a tuned fixed-LR baseline",
-        "Smith's Table 1 on digits: the iterations each policy needs to reach "
+        "Smith's Table 1: the iterations each policy needs to reach "
         "the final accuracy of the best fixed rate of a grid between the range "
         "test's bounds; writes results.md, results.json and "
         "accuracy_vs_iteration.png.",
     )
-    _add_common(cmp, out="clr_jax_compare")
-    _add_training(cmp, epochs=48, seeds=5)
+    _add_common(cmp, out="clr_jax_compare", command="compare")
+    _add_training(cmp, command="compare", seeds=5)
     cmp.add_argument(
         "--grid-size",
         type=_POSITIVE_INT,
@@ -160,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         "geometric middle of the bounds) against triangular CLR, and the "
         "iterations each needs; writes the plots.",
     )
-    _add_common(demo, out="clr_jax_demo")
-    _add_training(demo, epochs=24, seeds=3)
+    _add_common(demo, out="clr_jax_demo", command="demo")
+    _add_training(demo, command="demo", seeds=3)
     demo.set_defaults(command="demo")
     return parser
 
@@ -174,8 +267,12 @@ _SMOKE = {
 
 
 def parse(argv) -> argparse.Namespace:
-    """The parsed arguments, with the ``--smoke`` settings applied."""
+    """The parsed arguments, with the defaults of ``--data`` and the ``--smoke``
+    settings applied."""
     args = build_parser().parse_args(argv)
+    for name, values in _DATA_DEFAULTS[args.command].items():
+        if getattr(args, name) is None:
+            setattr(args, name, values[args.data])
     if getattr(args, "smoke", False):
         vars(args).update(_SMOKE[args.command])
     return args

@@ -1,20 +1,87 @@
 """The reports of an experiment: Markdown tables, JSON files, figures.
 
 Plain data in (the results of :mod:`._compare`), files and text out;
-matplotlib is imported inside the figure functions.
+matplotlib is imported inside the figure functions. The output folder is
+checked before a run starts (:func:`check_out`, :func:`make_out`): a run never
+replaces a file of an earlier run unless asked to.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import clr_jax
+
+# The files each command writes into its output folder.
+RANGE_TEST_FILES = (
+    "range_test.png",
+    "range_test.json",
+    "range_test.csv",
+    "range_test_bounds.json",
+)
+COMPARE_FILES = ("results.md", "results.json", "accuracy_vs_iteration.png")
+DEMO_FILES = ("accuracy_vs_iteration.png", "results.json")
+
+
+def check_out(out: Path, names: Sequence[str], *, overwrite: bool) -> None:
+    """Checks, touching nothing, that the folder ``out`` can take ``names``.
+
+    Raises:
+      ValueError: naming ``out`` when it or a parent is a file, a name is
+        taken by anything but a file, a name is a file of an earlier run and
+        ``overwrite`` is false, or the nearest existing folder is read-only.
+    """
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"sits in {existing}, a file"
+        raise ValueError(f"`out` must be a folder; got {str(out)!r}, which {where}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`out` must be a folder that can be written; got {str(out)!r} "
+            f"({existing} is read-only)."
+        )
+    taken = [name for name in names if os.path.lexists(out / name)]
+    blocked = [name for name in taken if not (out / name).is_file()]
+    if blocked:
+        raise ValueError(
+            f"`out` must have room for this run's files; got {str(out)!r}, where "
+            f"{', '.join(blocked)} is taken by a folder (or other non-file). "
+            "Move it, or choose another `out`."
+        )
+    if taken and not overwrite:
+        raise ValueError(
+            f"`out` must not hold files of an earlier run; got {str(out)!r}, "
+            f"which holds {', '.join(taken)}. Pass `overwrite` to replace them, "
+            "or choose another `out`."
+        )
+
+
+def make_out(out: Path) -> Path:
+    """Creates the folder ``out`` and proves it writable with a probe file.
+
+    Raises:
+      ValueError: naming ``out`` when it cannot be created or written.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(
+            f"`out` must be a folder that can be created and written; got "
+            f"{str(out)!r} ({reason})."
+        ) from err
+    return out
 
 
 def pct(mean: float | None, std: float | None = None) -> str:
@@ -71,6 +138,10 @@ def _format_grid(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# How a report names each data set of ``--data``: (title, examples).
+_DATA_WORDS = {"digits": ("digits", "images"), "mnist1d": ("MNIST-1D", "sequences")}
+
+
 def format_markdown(results: dict[str, Any]) -> str:
     """The whole ``results.md`` of a comparison.
 
@@ -82,11 +153,12 @@ def format_markdown(results: dict[str, Any]) -> str:
     """
     s, rt = results["setup"], results["range_test"]
     base_lr, max_lr = rt["bounds"]
-    return f"""# Learning-rate policies on digits (Smith 2017, Table 1)
+    title, unit = _DATA_WORDS[s.get("data", "digits")]
+    return f"""# Learning-rate policies on {title} (Smith 2017, Table 1)
 
 {s["model"]}, {s["optimizer"]}, batch {s["batch_size"]}, {s["epochs"]} epochs \
 of {s["steps_per_epoch"]} iterations, {s["seeds"]} seeds (vmapped), \
-{s["n_train"]} train / {s["n_test"]} test images.
+{s["n_train"]} train / {s["n_test"]} test {unit}.
 
 Range test ({rt["num_steps"]} iterations, lr {rt["start_lr"]:g} to \
 {rt["end_lr"]:g}): bounds {base_lr:.4g} to {max_lr:.4g} from the \
@@ -97,7 +169,7 @@ Range test ({rt["num_steps"]} iterations, lr {rt["start_lr"]:g} to \
 (end of an epoch) at which the seed-mean test accuracy reaches the fixed \
 baseline's final seed-mean test accuracy; 'never' when it does not. \
 Speed-up = the baseline's iterations / the policy's. Accuracies: mean ± std \
-(ddof=1) over seeds, on the {s["n_test"]} test images after the last epoch. \
+(ddof=1) over seeds, on the {s["n_test"]} test {unit} after the last epoch. \
 Snapshot ensemble: averaged softmax of the snapshots taken at each cycle's \
 learning-rate minimum.
 
@@ -151,8 +223,7 @@ def write_range_test(result, summary: dict, out: Path, *, title: str) -> list[Pa
     """The range test's plot, curve (JSON, CSV) and bounds (JSON) in ``out``."""
     from clr_jax.plotting import close
 
-    paths = [out / f"range_test.{ext}" for ext in ("png", "json", "csv")]
-    paths.append(out / "range_test_bounds.json")
+    paths = [out / name for name in RANGE_TEST_FILES]
     with warnings.catch_warnings():  # the summary already reported them
         warnings.simplefilter("ignore", clr_jax.RangeTestWarning)
         plot = result.plot(
