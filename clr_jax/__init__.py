@@ -1,7 +1,8 @@
 """clr_jax: cyclical learning rates and everything around them, for JAX and Optax.
 
-Schedules are pure ``optax.Schedule`` functions (``count -> value``, where
-``count`` is the number of updates already applied)::
+Schedules are small frozen ``optax.Schedule`` values (``count -> value``,
+where ``count`` is the number of updates already applied; pytrees, so they
+can be jit arguments)::
 
     optimizer = optax.sgd(clr_jax.triangular(1e-3, 6e-3, step_size=2000))
 """
@@ -21,11 +22,13 @@ from clr_jax.range_test import (
     RangeTestConfig,
     RangeTestResult,
     RangeTestWarning,
+    Reading,
     SweepState,
     range_test,
     range_test_with_step,
 )
 from clr_jax.schedules import (
+    Schedule,
     cosine_restarts,
     cyclical,
     cyclical_momentum,
@@ -33,6 +36,7 @@ from clr_jax.schedules import (
     lr_sweep,
     one_cycle,
     one_cycle_momentum,
+    schedule_from_dict,
     step_size_for,
     triangular,
     triangular2,
@@ -46,6 +50,8 @@ __all__ = [
     "RangeTestConfig",
     "RangeTestResult",
     "RangeTestWarning",
+    "Reading",
+    "Schedule",
     "SweepState",
     "__version__",
     "cosine_restarts",
@@ -64,6 +70,7 @@ __all__ = [
     "penultimate_norm",
     "range_test",
     "range_test_with_step",
+    "schedule_from_dict",
     "set_hyperparam",
     "step_size_for",
     "triangular",
