@@ -95,20 +95,22 @@ class TrainState:
         )
 
 
-def _init_variables(adapter: Adapter, example_input: Any, key: jax.Array):
-    return adapter.init(key, example_input)
+def _init_variables(init: Callable, example_input: Any, key: jax.Array):
+    return init(key, example_input)
 
 
 # Random initialisation compiled once per model (op by op it costs a dispatch
-# per random op, every call). The optimizer is not part of it.
-_init_variables_jit = jax.jit(_init_variables, static_argnames=("adapter",))
+# per random op, every call). The optimizer is not part of it. Only ``init``
+# is static: it is equal across calls for equal models, the whole adapter
+# (its ``rebuild``) is not.
+_init_variables_jit = jax.jit(_init_variables, static_argnames=("init",))
 
 
 def init_variables(adapter: Adapter, example_input: Any, key: jax.Array):
     """``(params, batch_stats)`` of ``adapter``'s model (a built NNX module
     hands over its weights, so nothing is compiled for it)."""
     init = _init_variables_jit if adapter.reinitialises else _init_variables
-    return init(adapter, example_input, key)
+    return init(adapter.init, example_input, key)
 
 
 def create_train_state(
