@@ -1,9 +1,11 @@
-"""Helpers shared by the test modules: a trace counter and an example loader."""
+"""Helpers shared by the test modules: a trace counter, an example loader and
+the environment of a subprocess with several host devices."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -46,3 +48,11 @@ def load_example(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def host_devices_env(count: int) -> dict[str, str]:
+    """The environment of a subprocess with ``count`` CPU devices, keeping the
+    suite's other XLA flags (its cheap compiler settings)."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} "
+    flags += f"--xla_force_host_platform_device_count={count}"
+    return {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}

@@ -4,11 +4,12 @@ parameters and optimizer state stay sharded, only the batch is split."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from tests.helpers import host_devices_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,11 +74,7 @@ SCRIPT = textwrap.dedent(
 
 def test_model_sharded_leaves_stay_sharded_after_fit(tmp_path):
     out = tmp_path / "shards.json"
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
+    env = host_devices_env(8)
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(out)],
         cwd=REPO,

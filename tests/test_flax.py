@@ -6,7 +6,6 @@ time goes into compiling, so each test compiles as few programs as it can.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from flax import nnx
 import clr_jax
 from clr_jax import flax as clr_flax
 from clr_jax.data import Dataset, load_digits
-from tests.helpers import TraceCounter
+from tests.helpers import TraceCounter, host_devices_env
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = jax.random.key(0)
@@ -353,9 +352,7 @@ MESH_SCRIPT = textwrap.dedent(
 
 def test_mesh_run_equals_the_single_device_run(digits, tmp_path):
     out = tmp_path / "sharded.npz"
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
+    env = host_devices_env(4)
     proc = subprocess.run(
         [sys.executable, "-c", MESH_SCRIPT, str(out)],
         cwd=REPO,

@@ -1,7 +1,6 @@
 """Shardings kept on 8 forced CPU devices, and two processes with jax.distributed."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 import clr_jax
+from tests.helpers import host_devices_env
 
 PROBLEM = textwrap.dedent(
     """
@@ -75,11 +75,10 @@ MESHES = PROBLEM + textwrap.dedent(
 )
 
 
-def _run(script, env_extra, timeout=120):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", **env_extra)
+def _run(script, devices, timeout=120):
     return subprocess.run(
         [sys.executable, "-c", script],
-        env=env,
+        env=host_devices_env(devices),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -93,8 +92,7 @@ def _report(proc):
 
 
 def test_model_sharded_params_stay_sharded_on_2x4_and_4x2_meshes():
-    flags = "--xla_force_host_platform_device_count=8"
-    report = _report(_run(MESHES, {"XLA_FLAGS": flags}))
+    report = _report(_run(MESHES, 8))
     single = np.array(report["single"])
     for data_size, model_size in [(2, 4), (4, 2)]:
         for how in ("kept", "asked"):
@@ -144,11 +142,7 @@ def test_two_processes_with_jax_distributed_match_one_device():
     if not hasattr(jax.config, "jax_cpu_collectives_implementation"):
         pytest.skip("this jax has no CPU collectives for several processes")
     port = str(_free_port())
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
-    )
+    env = host_devices_env(2)
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, str(pid), port],
