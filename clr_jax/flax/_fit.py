@@ -36,11 +36,12 @@ def _snapshot_ensemble(run: _setup.Run, carry) -> SnapshotEnsemble:
             )
         )
     # Drop the scratch slot (the last one) kept for steps without a snapshot.
-    axis = run.layout.run_axes
-    params, batch_stats, step = jax.tree.map(
-        lambda a: jax.lax.slice_in_dim(a, 0, run.config.num_snapshots, axis=axis),
-        (buffer.params, buffer.batch_stats, buffer.step),
-    )
+    axis, kept = run.layout.run_axes, run.config.num_snapshots
+    params, batch_stats, step = jax.jit(
+        lambda tree: jax.tree.map(
+            lambda a: jax.lax.slice_in_dim(a, 0, kept, axis=axis), tree
+        )
+    )((buffer.params, buffer.batch_stats, buffer.step))
     return SnapshotEnsemble(params, batch_stats, step, *scores)
 
 

@@ -27,7 +27,7 @@ import optax
 
 from clr_jax import _validation as v
 from clr_jax._static import fn_key
-from clr_jax._tree import is_array_like
+from clr_jax._tree import is_array_like, stack
 from clr_jax.inject import with_schedules
 
 
@@ -254,4 +254,4 @@ def stack_specs(
                 "schedules must be pytree values, not closures); run "
                 f"{i} differs from run 0: {spec!r} vs {specs[0]!r}."
             )
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *specs)
+    return stack(list(specs))

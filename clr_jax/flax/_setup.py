@@ -196,7 +196,7 @@ def _initial_carry(state: TrainState, layout: Layout, num_snapshots: int) -> Car
         empty = functools.partial(_snapshots.empty, num_snapshots=num_snapshots)
         for _ in range(layout.run_axes):
             empty = jax.vmap(empty)
-        snapshots = empty(state)
+        snapshots = jax.jit(empty)(state)  # one program, not one per leaf
     return Carry(state, halted_at, snapshots)
 
 
