@@ -127,15 +127,12 @@ def create_train_state(
     """
     init_key, dropout_key = jax.random.split(key)
     params, batch_stats = init_variables(adapter, example_input, init_key)
-    params = place(params)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=spec.build().init(params),
-        optimizer=spec,
+    return TrainState.create(
+        apply_fn=adapter.apply,
+        params=place(params),
+        tx=spec,
         batch_stats=batch_stats,
         dropout_key=dropout_key,
-        apply_fn=adapter.apply,
     )
 
 
