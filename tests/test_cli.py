@@ -139,10 +139,19 @@ def test_compare_scores_policies_against_the_best_fixed_rate(tmp_path, capsys):
     (program,) = results["programs"]
     assert len(program["runs"]) == 4 and program["seconds"] > 0
 
+    # The cost of tuning: the 2-rate grid against the range test plus a run.
+    cost = results["cost_of_tuning"]
+    rows = {row["approach"]: row for row in cost["rows"]}
+    assert list(rows) == ["fixed, grid of 2", "triangular", "one_cycle"]
+    assert rows["fixed, grid of 2"]["total_iterations"] == 2 * 2 * steps_per_epoch
+    assert rows["triangular"]["tuning_iterations"] == 100  # --smoke: its steps
+    assert cost["range_test"]["seconds"] == results["range_test"]["seconds"] > 0
+
     table = (tmp_path / "results.md").read_text(encoding="utf-8")
     for name in runs:
         assert f"| {name} |" in table
     assert "iterations to" in table and "Fixed-rate grid" in table
+    assert "## The cost of tuning" in table and "| fixed, grid of 2 |" in table
     assert (tmp_path / "accuracy_vs_iteration.png").stat().st_size > 0
     assert _report.format_table(results) in capsys.readouterr().out
 
@@ -166,6 +175,132 @@ def test_format_table_says_never_and_leaves_missing_ensembles_blank():
     assert "iterations to 95.00%" in rows[0]
     assert rows[2] == "| fixed | s | 84 | 1.00x | 90.00 ± 1.00% | — |"
     assert rows[3] == "| slow | s | never | — | 90.00 ± 1.00% | — |"
+
+
+def _context(**changes):
+    from clr_jax.cli._compare import PolicyContext
+
+    context = PolicyContext(
+        base_lr=0.01,
+        max_lr=0.1,
+        step_size=10,
+        total_steps=100,
+        batch_size=8,
+        num_classes=10,
+        momentum=0.9,
+        feature_fn=lambda variables, x: x,
+        fixed_lr=None,
+    )
+    return context._replace(**changes)
+
+
+def test_cosine_and_step_decay_start_from_max_lr_and_the_grids_best_rate():
+    from clr_jax.cli._compare import GRID, POLICIES, RANGE_TEST, RateTable
+
+    cosine = POLICIES["cosine_decay"](_context())
+    rates = RateTable.of(cosine.learning_rate, 100).rates
+    np.testing.assert_allclose(rates[[0, 50]], [0.1, 0.05], rtol=1e-6)
+    assert np.all(np.diff(rates) <= 0) and rates[-1] < 1e-4
+    assert cosine.tuning == RANGE_TEST and cosine.snapshot_every is None
+    # Step decay waits for the grid's best rate, then drops it 10x at 50%, 75%.
+    assert POLICIES["step_decay"](_context()) is None
+    step = POLICIES["step_decay"](_context(fixed_lr=0.04))
+    rates = RateTable.of(step.learning_rate, 100).rates
+    np.testing.assert_allclose(
+        rates[[0, 49, 50, 74, 75, 99]], [0.04, 0.04, 4e-3, 4e-3, 4e-4, 4e-4], rtol=1e-5
+    )
+    assert (
+        step.tuning == GRID and "0.04 (grid's best) /10 at 50, 75" in step.description
+    )
+
+
+def test_every_policy_builds_once_the_grid_has_chosen_its_rate():
+    from clr_jax.cli._compare import POLICIES, PolicySpec
+
+    waiting = [name for name, build in POLICIES.items() if build(_context()) is None]
+    built = {name: build(_context(fixed_lr=0.04)) for name, build in POLICIES.items()}
+
+    assert waiting == ["step_decay"]
+    assert all(isinstance(spec, PolicySpec) for spec in built.values())
+    assert {spec.tuning for spec in built.values()} == {
+        "range test",
+        "fixed-rate grid",
+        "none",
+    }
+    assert _parser.parse(["compare"]).grid_size >= 5
+
+
+def _fake_results() -> dict:
+    """A 9-rate grid of 100-iteration runs (10 per epoch) whose best rate,
+    90%, is not in its every-other-rate grid of 5 (best: 88%)."""
+    finals = [0.5, 0.7, 0.8, 0.9, 0.88, 0.86, 0.8, 0.6, 0.3]
+    grid = [
+        {"learning_rate": 0.01 * 2**i, "final_mean": f} for i, f in enumerate(finals)
+    ]
+
+    def run(tuning, iters, final):
+        return {"tuning": tuning, "iterations_to_target": iters, "final_mean": final}
+
+    names = [f"fixed[{i}]" for i in range(9)] + ["triangular", "exp_range"]
+    return {
+        "target_accuracy": 0.9,
+        "iterations": list(range(10, 101, 10)),
+        "baseline": {"grid": grid, "chosen_lr": 0.08},
+        "runs": {
+            "fixed": run("fixed-rate grid", 80, 0.9),
+            "triangular": run("range test", 40, 0.92),
+            "exp_range": run("range test", None, 0.85),
+            "step_decay": run("fixed-rate grid", 60, 0.91),
+            "lipschitz": run("none", 30, 0.93),
+        },
+        "programs": [  # 11 runs x 2 seeds x 100 iterations in 22 s: 10 ms each
+            {"names": names, "seconds": 22.0},
+            {"names": ["lipschitz"], "seconds": 5.0},
+            {"names": ["step_decay"], "seconds": 4.0},
+        ],
+    }
+
+
+def test_cost_of_tuning_counts_the_grids_full_runs_against_a_range_test_and_a_run():
+    from clr_jax.cli._compare import _nested_grid_sizes, cost_of_tuning
+
+    cost = cost_of_tuning(_fake_results(), {"num_steps": 20, "seconds": 3.0}, seeds=2)
+
+    assert cost["training_seconds_per_iteration"] == pytest.approx(0.01)
+    rows = {row["approach"]: row for row in cost["rows"]}
+    expected = {  # (total iterations, total seconds, reached)
+        "fixed, grid of 5": (500, 5.0, False),  # its best, 88%, is short of 90%
+        "fixed, grid of 9": (900, 9.0, True),
+        "triangular": (20 + 40, 3.0 + 0.4, True),
+        "exp_range": (20 + 100, 3.0 + 1.0, False),  # never: its full run
+        "step_decay": (900 + 60, 9.0 + 0.6, True),  # the grid, then its run
+        "lipschitz": (30, 0.3, True),  # no tuning
+    }
+    assert list(rows) == list(expected)
+    for name, (iterations, seconds, reached) in expected.items():
+        row = rows[name]
+        assert row["total_iterations"] == iterations and row["reached"] is reached
+        assert row["total_seconds"] == pytest.approx(seconds)
+    assert rows["fixed, grid of 5"]["chosen_lr"] == 0.01 * 2**4
+    assert rows["exp_range"]["run_iterations"] == 100
+    assert [_nested_grid_sizes(n) for n in (1, 2, 5, 9, 17)] == [
+        [1],
+        [2],
+        [5],
+        [5, 9],
+        [5, 9, 17],
+    ]
+
+    lines = _report.format_cost_table(cost).splitlines()
+    assert "| own run to 90.00% |" in lines[0] and "| vs grid of 9 |" in lines[0]
+    assert lines[2] == (
+        "| fixed, grid of 5 | 5 full runs | 500 | — | 500 | 0.56x | 5.00 "
+        "| no: ends at 88.00% |"
+    )
+    assert lines[5] == (
+        "| exp_range | range test (20 iterations) | 20 | never (100) | 120 "
+        "| 0.13x | 4.00 | no: ends at 85.00% |"
+    )
 
 
 # ---------------------------------------------------------------------------

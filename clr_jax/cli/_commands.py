@@ -208,6 +208,7 @@ def compare(args: argparse.Namespace) -> None:
     results, lrs = _compare.run_comparison(
         setup, context, grid, names, on_start=lambda what: say(f"  {what}")
     )
+    results["cost_of_tuning"] = _compare.cost_of_tuning(results, summary, setup.seeds)
     results = _finish({"range_test": summary, **results}, setup, context, args, start)
     files = {
         "md": out / "results.md",
@@ -218,6 +219,7 @@ def compare(args: argparse.Namespace) -> None:
     files["md"].write_text(_report.format_markdown(results), encoding="utf-8")
     _report.plot_comparison(results, lrs, files["png"], f"{_title(args)}, {args.model}")
     say("[3/3] results\n" + _report.format_table(results))
+    say("the cost of tuning\n" + _report.format_cost_table(results["cost_of_tuning"]))
     say("wrote " + ", ".join(str(p) for p in files.values()))
 
 

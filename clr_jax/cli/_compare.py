@@ -8,14 +8,17 @@ same batches) and is scored by Smith's Table 1 metric: the first iteration
 at which its seed-mean test accuracy reaches the fixed-rate baseline's final
 seed-mean accuracy. The baseline is the best of a small grid of fixed rates
 inside the range test's bounds, as a user with the range test would choose
-it.
+it. :func:`cost_of_tuning` adds what each way of choosing the rate costs
+in all: the grid's full runs against one range test and one run.
 
 One compiled program trains them all: every fixed rate and every policy
 with a schedule becomes a table of its learning rate at each update
 (:class:`RateTable`, a schedule value), so that runs of different kinds
 share one pytree structure and go to :func:`clr_jax.flax.fit` as one grid
 (``learning_rate=[t1, ..., tK]``, times ``seeds``). Only an adaptive policy
-(a per-epoch ``lr_policy`` hook) trains in a program of its own.
+(a per-epoch ``lr_policy`` hook) trains in a program of its own, and so do
+the policies built from the grid's best rate (``step_decay``), once the
+grid has trained.
 
 Flax, matplotlib and scikit-learn are imported inside the functions.
 
@@ -37,6 +40,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import clr_jax
 
@@ -47,6 +51,7 @@ __all__ = [
     "RateTable",
     "Setup",
     "Sweep",
+    "cost_of_tuning",
     "iterations_to_reach",
     "run_comparison",
 ]
@@ -57,7 +62,13 @@ _SAME_ACCURACY = 1e-6
 # exp_range: the amplitude decays to this fraction by the end of training
 # (Smith's CIFAR-10 run, gamma = 0.99994 over 70k iterations, ends near 1.5%).
 _EXP_RANGE_FINAL_AMPLITUDE = 0.01
+# step_decay: the rate falls tenfold at these fractions of the run (the
+# ResNet recipe, He et al. 2016, in proportion).
+_STEP_DECAY_AT = (0.5, 0.75)
 BASELINE = "fixed"
+# What a policy's values come from (``PolicySpec.tuning``): the range test's
+# bounds, the fixed-rate grid's best rate, or nothing.
+RANGE_TEST, GRID, UNTUNED = "range test", "fixed-rate grid", "none"
 
 
 # ---------------------------------------------------------------------------
@@ -77,6 +88,8 @@ class PolicyContext(NamedTuple):
       num_classes: the number of classes.
       momentum: the optimizer's (heavy-ball) momentum, 0 without.
       feature_fn: ``(variables, x) -> penultimate activations`` of the model.
+      fixed_lr: the best rate of the fixed-rate grid once the grid has
+        trained; ``None`` before.
     """
 
     base_lr: float
@@ -87,6 +100,7 @@ class PolicyContext(NamedTuple):
     num_classes: int
     momentum: float
     feature_fn: Callable
+    fixed_lr: float | None
 
 
 class PolicySpec(NamedTuple):
@@ -99,12 +113,16 @@ class PolicySpec(NamedTuple):
         minima for a snapshot ensemble; ``None`` for no ensemble.
       lr_policy: ``fit``'s per-epoch hook (adaptive rules); ``learning_rate``
         is then the initial number.
+      tuning: what its values come from, for :func:`cost_of_tuning`:
+        :data:`RANGE_TEST` (the bounds), :data:`GRID` (the grid's best fixed
+        rate) or :data:`UNTUNED`.
     """
 
     learning_rate: Any
     description: str
     snapshot_every: int | None = None
     lr_policy: Callable | None = None
+    tuning: str = RANGE_TEST
 
 
 def _bounds_text(c: PolicyContext) -> str:
@@ -144,6 +162,26 @@ def _cosine_restarts(c: PolicyContext) -> PolicySpec:
     return PolicySpec(schedule, text, snapshot_every=cycle)
 
 
+def _cosine_decay(c: PolicyContext) -> PolicySpec:
+    # Loshchilov & Hutter's cosine without restarts: max_lr down to 0, once.
+    schedule = optax.cosine_decay_schedule(c.max_lr, c.total_steps)
+    return PolicySpec(schedule, f"cosine {c.max_lr:.3g} to 0, {c.total_steps} steps")
+
+
+def _step_decay(c: PolicyContext) -> PolicySpec | None:
+    """The tuned fixed rate, divided by 10 at 50% and 75% of the run: the
+    usual hand-made schedule, so built from the grid's best rate (once known)."""
+    if c.fixed_lr is None:
+        return None
+    drops: dict[int, float] = {}
+    for fraction in _STEP_DECAY_AT:  # a very short run may merge the two drops
+        at = int(fraction * c.total_steps)
+        drops[at] = drops.get(at, 1.0) * 0.1
+    schedule = optax.piecewise_constant_schedule(c.fixed_lr, drops)
+    text = f"fixed {c.fixed_lr:.3g} (grid's best) /10 at " + ", ".join(map(str, drops))
+    return PolicySpec(schedule, text, tuning=GRID)
+
+
 def _lipschitz(c: PolicyContext) -> PolicySpec:
     from clr_jax.flax import lipschitz_policy
 
@@ -158,7 +196,7 @@ def _lipschitz(c: PolicyContext) -> PolicySpec:
         scale=1.0 - c.momentum,
     )
     text = "Lipschitz 1/K per epoch" + (" (AdaMo form)" if dampened else "")
-    return PolicySpec(0.0, text, lr_policy=policy)
+    return PolicySpec(0.0, text, lr_policy=policy, tuning=UNTUNED)
 
 
 POLICIES: dict[str, Callable[[PolicyContext], PolicySpec]] = {
@@ -169,12 +207,16 @@ POLICIES: dict[str, Callable[[PolicyContext], PolicySpec]] = {
     "cosine_restarts": _cosine_restarts,
     "welch": _cyclic(clr_jax.triangular, "Welch window", window="welch"),
     "hann": _cyclic(clr_jax.triangular, "Hann window", window="hann"),
+    "cosine_decay": _cosine_decay,
+    "step_decay": _step_decay,
     "lipschitz": _lipschitz,
 }
 """Every policy ``clr-jax compare`` runs: name -> ``PolicyContext -> PolicySpec``.
 
 Adding a policy is one entry; an adaptive one returns a ``PolicySpec`` with an
-``lr_policy`` (see :func:`clr_jax.flax.fit`).
+``lr_policy`` (see :func:`clr_jax.flax.fit`). One built from the grid's best
+fixed rate returns ``None`` while ``PolicyContext.fixed_lr`` is ``None``: it
+is built, and trained, once the grid has trained.
 """
 
 
@@ -421,6 +463,7 @@ def _summarise_run(spec: PolicySpec, arrays: _RunArrays) -> dict[str, Any]:
     accuracy = arrays.test_accuracy  # [seeds, epochs]
     run = {
         "schedule": spec.description,
+        "tuning": spec.tuning,
         "test_accuracy_per_seed": accuracy.tolist(),
         "mean_test_accuracy": accuracy.mean(axis=0).tolist(),
         "std_test_accuracy": _seed_std(accuracy).tolist(),
@@ -488,6 +531,132 @@ def _score_runs(runs: dict[str, dict], target: float, steps_per_epoch: int) -> N
 
 
 # ---------------------------------------------------------------------------
+# The cost of tuning: the grid's full runs against a range test and one run
+# ---------------------------------------------------------------------------
+
+
+def _nested_grid_sizes(size: int) -> list[int]:
+    """The sizes of the geometric grids inside one of ``size`` rates: every
+    ``k``-th rate of it is the grid of ``(size - 1) / k + 1`` rates between
+    the same bounds (every other rate of 9 is the grid of 5)."""
+    nested = [g for g in (5, 9) if g < size and (size - 1) % (g - 1) == 0]
+    return [*nested, size]
+
+
+def _training_seconds_per_iteration(results: dict, seeds: int) -> float:
+    """One model's training iteration, derived from the program that trained
+    the grid: its wall time / (its runs x seeds x iterations of a run)."""
+    key = f"{BASELINE}[0]"
+    program = next(p for p in results["programs"] if key in p["names"])
+    runs = len(program["names"]) * seeds * results["iterations"][-1]
+    return program["seconds"] / runs
+
+
+def _row(approach: str, tuning: str, cost, run_iterations: int, rate: float, **more):
+    """One approach: its tuning's ``cost = (iterations, seconds)``, then its
+    own run's iterations at ``rate`` seconds each."""
+    iterations, seconds = cost
+    return {
+        "approach": approach,
+        "tuning": tuning,
+        "tuning_iterations": iterations,
+        "run_iterations": run_iterations,
+        "total_iterations": iterations + run_iterations,
+        "total_seconds": seconds + run_iterations * rate,
+        **more,
+    }
+
+
+def _grid_rows(results: dict, rate: float) -> list[dict]:
+    """The nested grids: each costs its full runs, and reaches the target
+    when its best final accuracy does."""
+    table, total = results["baseline"]["grid"], results["iterations"][-1]
+    rows = []
+    for size in _nested_grid_sizes(len(table)):
+        members = table[:: (len(table) - 1) // (size - 1)] if size > 1 else table
+        best = max(members, key=lambda r: r["final_mean"])
+        reached = best["final_mean"] >= results["target_accuracy"] - _SAME_ACCURACY
+        rows.append(
+            _row(
+                f"{BASELINE}, grid of {size}",
+                f"{size} full runs",
+                (size * total, size * total * rate),
+                0,
+                rate,
+                reached=reached,
+                final_accuracy=best["final_mean"],
+                grid_size=size,
+                chosen_lr=best["learning_rate"],
+            )
+        )
+    return rows
+
+
+def cost_of_tuning(results: dict, range_test: dict, seeds: int) -> dict:
+    """What each way of choosing the rate costs to reach the target, tuning
+    included.
+
+    A grid of ``G`` fixed rates costs ``G`` full runs (to know the best, all
+    must finish): ``G x T`` iterations. A policy costs its tuning (the range
+    test's iterations; the whole grid for one built from the grid's best
+    rate; nothing for an adaptive one) plus its own run up to the first
+    iteration at which it reaches the target, or the full ``T`` when it never
+    does (``reached`` false). Seconds: the range test's measured wall time,
+    and each training iteration at the rate derived from the program that
+    trained the grid (:func:`_training_seconds_per_iteration`).
+
+    Args:
+      results: the results of :func:`run_comparison`.
+      range_test: the range test's summary, with its ``num_steps`` and its
+        measured wall time in ``seconds``.
+      seeds: the seeds each run of ``results`` trained.
+
+    Returns:
+      ``{'target_accuracy', 'full_run_iterations', 'range_test',
+      'training_seconds_per_iteration', 'rows'}``: one row per nested grid
+      (``'fixed, grid of 5'``, ...) and one per policy.
+
+    Examples:
+      With a 5-rate grid of 100-iteration runs, a range test of 20 iterations
+      and a policy that reaches the target at iteration 40, the grid costs
+      500 iterations, the policy 20 + 40 = 60.
+    """
+    total = results["iterations"][-1]
+    rate = _training_seconds_per_iteration(results, seeds)
+    grid_size = len(results["baseline"]["grid"])
+    steps, seconds = range_test["num_steps"], range_test["seconds"]
+    tunings = {
+        RANGE_TEST: (f"range test ({steps} iterations)", (steps, seconds)),
+        GRID: (f"grid of {grid_size}", (grid_size * total, grid_size * total * rate)),
+        UNTUNED: ("none", (0, 0.0)),
+    }
+    rows = _grid_rows(results, rate)
+    for name, run in results["runs"].items():
+        if name == BASELINE:
+            continue
+        iters = run["iterations_to_target"]
+        text, cost = tunings[run["tuning"]]
+        rows.append(
+            _row(
+                name,
+                text,
+                cost,
+                total if iters is None else iters,
+                rate,
+                reached=iters is not None,
+                final_accuracy=run["final_mean"],
+            )
+        )
+    return {
+        "target_accuracy": results["target_accuracy"],
+        "full_run_iterations": total,
+        "range_test": {"iterations": steps, "seconds": seconds},
+        "training_seconds_per_iteration": rate,
+        "rows": rows,
+    }
+
+
+# ---------------------------------------------------------------------------
 # The comparison
 # ---------------------------------------------------------------------------
 
@@ -526,22 +695,51 @@ def _best_fixed(grid: Sequence[float], runs: dict[str, _RunArrays]):
     return best, table
 
 
-def _train_all(setup: Setup, specs: dict[str, PolicySpec], on_start: Callable):
-    """Every run of ``specs``, program by program; ``(arrays, timings)``."""
-    plan = _programs(specs)
+def _train_all(
+    setup: Setup, specs: dict[str, PolicySpec], on_start: Callable, first: int = 1
+):
+    """Every run of ``specs``, program by program (numbered from ``first``);
+    ``(arrays, timings)``."""
     arrays: dict[str, _RunArrays] = {}
     timings = []
-    for i, (group, period) in enumerate(plan, start=1):
+    for i, (group, period) in enumerate(_programs(specs), start=first):
         runs = "1 run" if len(group) == 1 else f"{len(group)} runs"
-        on_start(f"[{i}/{len(plan)}] {runs} x {setup.seeds} seeds, one program:")
+        on_start(f"program {i}: {runs} x {setup.seeds} seeds:")
         for spec in group.values():
             on_start(f"      {spec.description}")
         start = time.perf_counter()
         arrays.update(_train_program(setup, group, period))
         seconds = round(time.perf_counter() - start, 2)
         runs = [spec.description for spec in group.values()]
-        timings.append({"runs": runs, "seconds": seconds})
-    return {name: arrays[name] for name in specs}, timings
+        timings.append({"names": list(group), "runs": runs, "seconds": seconds})
+    return arrays, timings
+
+
+def _train_in_two_stages(
+    setup: Setup,
+    context: PolicyContext,
+    grid: Sequence[float],
+    policy_names: Sequence[str],
+    on_start: Callable,
+):
+    """The grid and the policies built from the bounds, then those built
+    from the grid's best rate; ``(specs, arrays, timings, best)``."""
+    specs = {
+        f"{BASELINE}[{i}]": PolicySpec(float(lr), f"fixed {lr:.3g}", tuning=GRID)
+        for i, lr in enumerate(grid)
+    }
+    built = {name: POLICIES[name](context) for name in policy_names}
+    specs.update({name: spec for name, spec in built.items() if spec is not None})
+    arrays, timings = _train_all(setup, specs, on_start)
+    fixed = {key: arrays[key] for key in list(specs)[: len(grid)]}
+    best, grid_table = _best_fixed(grid, fixed)
+    tuned = context._replace(fixed_lr=float(grid[best]))
+    later = {name: POLICIES[name](tuned) for name, s in built.items() if s is None}
+    if later:
+        more, more_timings = _train_all(setup, later, on_start, len(timings) + 1)
+        specs, arrays = {**specs, **later}, {**arrays, **more}
+        timings += more_timings
+    return specs, arrays, timings, (best, grid_table)
 
 
 def run_comparison(
@@ -558,11 +756,13 @@ def run_comparison(
     the iterations it needs to reach the baseline's final seed-mean test
     accuracy (:func:`iterations_to_reach`) and its speed-up over the
     baseline. The grid and every policy with a schedule train in one
-    compiled program; an adaptive policy in one of its own.
+    compiled program; an adaptive policy in one of its own, and the
+    policies built from the grid's best rate in one more, after the grid.
 
     Args:
       setup: the shared model, optimizer, data, epochs and seeds.
-      context: the bounds, step size and run length policies are built from.
+      context: the bounds, step size and run length policies are built from
+        (``fixed_lr`` ``None``: the grid sets it).
       grid: the fixed rates to try for the baseline.
       policy_names: keys of :data:`POLICIES`.
       on_start: called with a line of text before each program and for each
@@ -571,17 +771,12 @@ def run_comparison(
     Returns:
       ``(results, learning_rates)``: the JSON-ready results (``runs`` keyed
       by name, the baseline first as ``'fixed'``; ``programs``, the runs of
-      each compiled program and its wall time) and, per run, the rate of
-      every update of the first seed.
+      each compiled program, their keys and its wall time) and, per run, the
+      rate of every update of the first seed.
     """
-    specs = {
-        f"{BASELINE}[{i}]": PolicySpec(float(lr), f"fixed {lr:.3g}")
-        for i, lr in enumerate(grid)
-    }
-    specs.update({name: POLICIES[name](context) for name in policy_names})
-    arrays, timings = _train_all(setup, specs, on_start)
-    fixed = {key: arrays[key] for key in list(specs)[: len(grid)]}
-    best, grid_table = _best_fixed(grid, fixed)
+    specs, arrays, timings, (best, grid_table) = _train_in_two_stages(
+        setup, context, grid, policy_names, on_start
+    )
     base_key = f"{BASELINE}[{best}]"
     base_spec = specs[base_key]
     if len(grid) > 1:
@@ -685,4 +880,5 @@ def policy_context(setup: Setup, summary: dict, step_size: int) -> PolicyContext
         num_classes=setup.data.num_classes,
         momentum=OPTIMIZERS[setup.optimizer].hyperparams.get("momentum", 0.0),
         feature_fn=feature_fn(setup.data_name, setup.model),
+        fixed_lr=None,  # the grid sets it (run_comparison)
     )

@@ -92,6 +92,33 @@ class Mnist1dMLP(nn.Module):
         return h if features_only else nn.Dense(10)(h)
 
 
+class _StridedConv1d(nn.Module):
+    """``nn.Conv(features, (kernel,), strides=stride, padding=[(pad, pad)])`` on
+    ``[n, length, channels]``, with the same parameters, as one matrix product
+    of the strided slices of the input.
+
+    The same function, about 7x faster on CPU for these small layers: XLA's
+    CPU convolution is slow here, more so under ``vmap`` over runs.
+    """
+
+    features: int
+    kernel: int
+    stride: int = 2
+    pad: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        shape = (self.kernel, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x = jnp.pad(x, ((0, 0), (self.pad, self.pad), (0, 0)))
+        length = (x.shape[1] - self.kernel) // self.stride + 1
+        end = self.stride * (length - 1) + 1
+        taps = [x[:, j : j + end : self.stride] for j in range(self.kernel)]
+        patches = jnp.concatenate(taps, axis=-1)  # [n, length, kernel * channels]
+        return patches @ kernel.reshape(-1, self.features) + bias.reshape(1, 1, -1)
+
+
 class Mnist1dCNN(nn.Module):
     """The MNIST-1D paper's CNN: three 1-D convolutions of 25 channels
     (kernels 5, 3, 3, stride 2, padding 1, ReLU; length 40 -> 19 -> 10 -> 5),
@@ -106,9 +133,9 @@ class Mnist1dCNN(nn.Module):
     @nn.compact
     def __call__(self, x, features_only: bool = False):
         x = x.reshape(x.shape[0], -1, 1)  # one input channel
-        for kernel in (5, 3, 3):
-            conv = nn.Conv(self.channels, (kernel,), strides=2, padding=[(1, 1)])
-            x = nn.relu(conv(x))
+        for i, kernel in enumerate((5, 3, 3)):
+            # Named as nn.Conv's: the same parameters from the same key.
+            x = nn.relu(_StridedConv1d(self.channels, kernel, name=f"Conv_{i}")(x))
         features = x.reshape(x.shape[0], -1)
         return features if features_only else nn.Dense(10)(features)
 

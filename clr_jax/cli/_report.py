@@ -138,6 +138,63 @@ def _format_grid(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _reached(row: dict[str, Any]) -> str:
+    if row["reached"]:
+        return "yes"
+    return f"no: ends at {pct(row['final_accuracy'])}"
+
+
+def format_cost_table(cost: dict[str, Any]) -> str:
+    """The Markdown table of :func:`cost_of_tuning`: one row per approach.
+
+    Args:
+      cost: ``results['cost_of_tuning']``.
+
+    Returns:
+      The table as Markdown text; an own run that never reaches the target
+      counts in full, marked 'never'.
+    """
+    rows = cost["rows"]
+    grids = [row for row in rows if "grid_size" in row]
+    full_grid = max(grids, key=lambda row: row["grid_size"])
+    lines = [
+        f"| approach | tuning | tuning iterations | own run to "
+        f"{pct(cost['target_accuracy'])} | total iterations "
+        f"| vs grid of {full_grid['grid_size']} "
+        "| wall (s) | reaches it |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        own = row["run_iterations"]
+        own = "—" if own == 0 else (str(own) if row["reached"] else f"never ({own})")
+        ratio = row["total_iterations"] / full_grid["total_iterations"]
+        lines.append(
+            f"| {row['approach']} | {row['tuning']} | {row['tuning_iterations']} "
+            f"| {own} | {row['total_iterations']} | {ratio:.2f}x "
+            f"| {row['total_seconds']:.2f} | {_reached(row)} |"
+        )
+    return "\n".join(lines)
+
+
+def _cost_method(cost: dict[str, Any], seeds: int) -> str:
+    rt = cost["range_test"]
+    per_iteration = 1000 * cost["training_seconds_per_iteration"]
+    return (
+        "Iterations are one model's updates. A grid costs all its full runs "
+        "(the best is known only when every run has finished); a policy costs "
+        "its tuning plus its own run up to the first epoch end at which the "
+        "seed-mean accuracy reaches the target ('never': the full run, "
+        "counted in full). Wall: the range test as measured "
+        f"({rt['seconds']:.2f} s for {rt['iterations']} iterations of one "
+        f"model, {1000 * rt['seconds'] / rt['iterations']:.3g} ms each, "
+        "compilation or cache loading included), and every training iteration "
+        f"at {per_iteration:.3g} ms: the wall time of the program that trained "
+        f"the grid divided by its runs x {seeds} seeds x iterations (its runs "
+        "are vmapped together, so this is the cost per model amortised over "
+        "them)."
+    )
+
+
 # How a report names each data set of ``--data``: (title, examples).
 _DATA_WORDS = {"digits": ("digits", "images"), "mnist1d": ("MNIST-1D", "sequences")}
 
@@ -178,6 +235,21 @@ learning-rate minimum.
 Fixed-rate grid (the baseline is its best final accuracy):
 
 {_format_grid(results)}
+{_format_cost(results)}"""
+
+
+def _format_cost(results: dict[str, Any]) -> str:
+    cost = results.get("cost_of_tuning")
+    if cost is None:
+        return ""
+    return f"""
+## The cost of tuning
+
+Total cost to reach the fixed baseline's final accuracy \
+({pct(cost["target_accuracy"])}), tuning included. \
+{_cost_method(cost, results["setup"]["seeds"])}
+
+{format_cost_table(cost)}
 """
 
 
@@ -306,14 +378,7 @@ def plot_policy_comparison(
         height_ratios=[2.2, 1.0][:rows],
     )
     acc_ax = axes[0, 0]
-    colors = {}
-    for name, (mean, std) in curves.items():
-        mean, std = np.asarray(mean, float), np.asarray(std, float)
-        (line,) = acc_ax.plot(iterations, mean, lw=1.6, label=name)
-        colors[name] = line.get_color()
-        acc_ax.fill_between(
-            iterations, mean - std, mean + std, color=colors[name], alpha=0.15, lw=0
-        )
+    styles = _draw_curves(acc_ax, iterations, curves)
     if target is not None:
         acc_ax.axhline(
             target, color="black", ls=":", lw=1, label=f"baseline final {target:.4f}"
@@ -330,7 +395,7 @@ def plot_policy_comparison(
         for name, lrs in learning_rates.items():
             lrs = np.asarray(lrs, float)
             steps = np.arange(1, len(lrs) + 1)
-            bottom.plot(steps, lrs, lw=0.9, color=colors.get(name))
+            bottom.plot(steps, lrs, lw=0.9, **styles.get(name, {}))
         bottom.set_yscale("log")
         bottom.set_ylabel("learning rate")
         bottom.grid(True, which="both", alpha=0.3)
@@ -339,6 +404,24 @@ def plot_policy_comparison(
     if path is not None:
         fig.savefig(path, bbox_inches="tight", dpi=120)
     return fig
+
+
+def _draw_curves(ax, iterations, curves) -> dict[str, dict]:
+    """Each curve in a band of its std; ``{name: its line style}``. Past ten
+    curves the colours repeat, dashed."""
+    import matplotlib.pyplot as plt
+
+    palette = plt.get_cmap("tab10").colors
+    styles = {}
+    for i, (name, (mean, std)) in enumerate(curves.items()):
+        mean, std = np.asarray(mean, float), np.asarray(std, float)
+        style = {"color": palette[i % 10], "ls": "-" if i < 10 else "--"}
+        ax.plot(iterations, mean, lw=1.6, label=name, **style)
+        ax.fill_between(
+            iterations, mean - std, mean + std, color=style["color"], alpha=0.15, lw=0
+        )
+        styles[name] = style
+    return styles
 
 
 def _zoom_on_accuracy(ax, curves, target) -> None:
