@@ -71,7 +71,7 @@ BENCHMARKS = {
     ),
     "range_test": ([], ["--steps", "100", "--repeats", "2"]),
     "train": ([], ["--epochs", "3", "--repeats", "1"]),
-    "suggestions": ([], []),
+    "suggestions": ([], ["--quick"]),
 }
 
 # The accelerator targets: (label, benchmark, how to find the record, target).

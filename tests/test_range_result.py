@@ -4,8 +4,8 @@ Fixtures under tests/data/:
 
 * ``range_test_cnn_momentum_{400,100}.json``: the README's example,
   ``clr-jax range-test --model cnn --optimizer momentum --steps N
-  --no-progress --out DIR``, run at commit aaf815d (the curves issue 9
-  describes: steepest 2.5 and valley 4.7 read after the blow-up at 400
+  --no-progress --out DIR``, run at commit aaf815d (the curves of the earlier
+  reading's failures: steepest 2.5 and valley 4.7 read after the blow-up at 400
   steps, one raw loss of 143 at 100), saved in the current format without
   its ``reading``;
 * ``range_test_mlp_sgd_still_falls.json``: ``clr-jax range-test --model mlp
@@ -141,7 +141,7 @@ def refused(result) -> bool:
     return all(math.isnan(x) for x in reading.suggestions.values())
 
 
-# -- the README's example, and the failures of issue 9 -------------------------
+# -- the README's example, and the earlier reading's failures -----------------
 
 
 def test_readme_example_at_400_steps_stops_at_the_blow_up_that_4x_misses():
