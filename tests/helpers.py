@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -56,3 +58,19 @@ def host_devices_env(count: int) -> dict[str, str]:
     flags = f"{os.environ.get('XLA_FLAGS', '')} "
     flags += f"--xla_force_host_platform_device_count={count}"
     return {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
+
+
+def run_with_host_devices(
+    script: str, count: int, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Runs ``python -c script *args`` from the repository root in a process
+    with ``count`` CPU devices; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=EXAMPLES.parent,
+        env=host_devices_env(count),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

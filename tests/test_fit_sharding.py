@@ -4,12 +4,10 @@ parameters and optimizer state stay sharded, only the batch is split."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-from tests.helpers import host_devices_env
+from tests.helpers import run_with_host_devices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,16 +72,7 @@ SCRIPT = textwrap.dedent(
 
 def test_model_sharded_leaves_stay_sharded_after_fit(tmp_path):
     out = tmp_path / "shards.json"
-    env = host_devices_env(8)
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_with_host_devices(SCRIPT, 8, str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     for shape in ("(2, 4)", "(4, 2)"):

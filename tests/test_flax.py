@@ -6,8 +6,6 @@ time goes into compiling, so each test compiles as few programs as it can.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from flax import nnx
 import clr_jax
 from clr_jax import flax as clr_flax
 from clr_jax.data import Dataset, load_digits
-from tests.helpers import TraceCounter, host_devices_env
+from tests.helpers import TraceCounter, run_with_host_devices
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = jax.random.key(0)
@@ -352,16 +350,7 @@ MESH_SCRIPT = textwrap.dedent(
 
 def test_mesh_run_equals_the_single_device_run(digits, tmp_path):
     out = tmp_path / "sharded.npz"
-    env = host_devices_env(4)
-    proc = subprocess.run(
-        [sys.executable, "-c", MESH_SCRIPT, str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_with_host_devices(MESH_SCRIPT, 4, str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     sharded = np.load(out)
     single = run("linen-cnn", digits, epochs=2)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import clr_jax
-from tests.helpers import host_devices_env
+from tests.helpers import host_devices_env, run_with_host_devices
 
 PROBLEM = textwrap.dedent(
     """
@@ -75,16 +75,6 @@ MESHES = PROBLEM + textwrap.dedent(
 )
 
 
-def _run(script, devices, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        env=host_devices_env(devices),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def _report(proc):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("REPORT"))
@@ -92,7 +82,7 @@ def _report(proc):
 
 
 def test_model_sharded_params_stay_sharded_on_2x4_and_4x2_meshes():
-    report = _report(_run(MESHES, 8))
+    report = _report(run_with_host_devices(MESHES, 8, timeout=120))
     single = np.array(report["single"])
     for data_size, model_size in [(2, 4), (4, 2)]:
         for how in ("kept", "asked"):
