@@ -10,7 +10,9 @@ import optax
 import pytest
 
 import clr_jax
+from clr_jax import _tree
 from clr_jax import flax as clr_flax
+from clr_jax.flax import _snapshots, _state
 from tests.helpers import TraceCounter
 
 KEY = jax.random.key(0)
@@ -64,6 +66,24 @@ def test_new_max_lr_and_step_sizes_do_not_recompile_the_epoch(digits):
     LOSS.reset()
     fit(digits, learning_rate=0.3, momentum=0.5)
     assert LOSS.count == 0
+
+
+def test_an_equal_second_fit_compiles_no_setup_program(digits):
+    # Initialisation, stacking, the snapshot buffer and its trimming are
+    # module-level programs: a second equal call finds them all compiled.
+    programs = (
+        _state._init_variables_jit,
+        _tree.stack,
+        _snapshots.empty_runs,
+        _snapshots.drop_scratch,
+    )
+    kwargs = dict(learning_rate=[0.1, 0.2], seeds=2, snapshot_every=5)
+    first = fit(digits, **kwargs)
+    sizes = [p._cache_size() for p in programs]
+    assert all(sizes)
+    second = fit(digits, **kwargs)
+    assert [p._cache_size() for p in programs] == sizes
+    np.testing.assert_array_equal(first.snapshots.step, second.snapshots.step)
 
 
 def test_a_grid_of_rates_equals_the_runs_one_by_one(digits):

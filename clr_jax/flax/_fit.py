@@ -10,10 +10,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from clr_jax.flax import _history, _loop, _programs, _setup
+from clr_jax.flax import _history, _loop, _programs, _setup, _snapshots
 from clr_jax.flax._adapters import trained_model
 from clr_jax.flax._history import FitResult
-from clr_jax.flax._snapshots import SnapshotEnsemble
 from clr_jax.flax._state import TrainState
 
 LossFn = Callable[[Any, Any], jax.Array]
@@ -21,7 +20,7 @@ MetricsFn = Callable[[Any, Any], dict]
 LrPolicy = Callable[[TrainState, jax.Array, tuple[Any, Any]], Any]
 
 
-def _snapshot_ensemble(run: _setup.Run, carry) -> SnapshotEnsemble:
+def _snapshot_ensemble(run: _setup.Run, carry) -> _snapshots.SnapshotEnsemble:
     buffer = carry.snapshots
     scores = (None, None, None)
     labels = None if run.test is None else jax.tree.leaves(run.data.eval[1])
@@ -35,14 +34,12 @@ def _snapshot_ensemble(run: _setup.Run, carry) -> SnapshotEnsemble:
                 layout=run.layout,
             )
         )
-    # Drop the scratch slot (the last one) kept for steps without a snapshot.
-    axis, kept = run.layout.run_axes, run.config.num_snapshots
-    params, batch_stats, step = jax.jit(
-        lambda tree: jax.tree.map(
-            lambda a: jax.lax.slice_in_dim(a, 0, kept, axis=axis), tree
-        )
-    )((buffer.params, buffer.batch_stats, buffer.step))
-    return SnapshotEnsemble(params, batch_stats, step, *scores)
+    params, batch_stats, step = _snapshots.drop_scratch(
+        (buffer.params, buffer.batch_stats, buffer.step),
+        kept=run.config.num_snapshots,
+        axis=run.layout.run_axes,
+    )
+    return _snapshots.SnapshotEnsemble(params, batch_stats, step, *scores)
 
 
 def _write_back(run: _setup.Run, state: TrainState) -> Any:

@@ -193,10 +193,9 @@ def _initial_carry(state: TrainState, layout: Layout, num_snapshots: int) -> Car
     halted_at = jnp.full(runs, -1, jnp.int32)
     snapshots = None
     if num_snapshots:
-        empty = functools.partial(_snapshots.empty, num_snapshots=num_snapshots)
-        for _ in range(layout.run_axes):
-            empty = jax.vmap(empty)
-        snapshots = jax.jit(empty)(state)  # one program, not one per leaf
+        snapshots = _snapshots.empty_runs(
+            state, num_snapshots=num_snapshots, run_axes=layout.run_axes
+        )
     return Carry(state, halted_at, snapshots)
 
 

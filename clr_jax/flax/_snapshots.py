@@ -71,6 +71,23 @@ def empty(state, num_snapshots: int) -> SnapshotBuffer:
     )
 
 
+@functools.partial(jax.jit, static_argnames=("num_snapshots", "run_axes"))
+def empty_runs(state, *, num_snapshots: int, run_axes: int) -> SnapshotBuffer:
+    """:func:`empty` for every run (``run_axes`` leading axes), as one
+    compiled program reused across calls rather than one per leaf."""
+    empty_one = functools.partial(empty, num_snapshots=num_snapshots)
+    for _ in range(run_axes):
+        empty_one = jax.vmap(empty_one)
+    return empty_one(state)
+
+
+@functools.partial(jax.jit, static_argnames=("kept", "axis"))
+def drop_scratch(tree, *, kept: int, axis: int):
+    """The buffer's first ``kept`` slots along ``axis``: the scratch slot, kept
+    for steps without a snapshot, dropped."""
+    return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, 0, kept, axis=axis), tree)
+
+
 def write(
     buffer: SnapshotBuffer,
     state,
