@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import json
 
-import flax.linen as nn
 import jax
 import matplotlib
 import numpy as np
 import optax
 import pytest
 
-import clr_jax
 from clr_jax import flax as clr_flax
+from tests.fit_helpers import Tiny, small_digits
 
 matplotlib.use("Agg")
 
 KEY = jax.random.key(0)
+digits = pytest.fixture(scope="module")(small_digits)
 # 320 examples in batches of 64: 5 updates per epoch. The rate jumps 30x
 # after epoch 2, so the test loss gets worse from epoch 3 on.
 JUMP = optax.piecewise_constant_schedule(0.1, {15: 30.0})
-
-
-class Tiny(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(10)(nn.relu(nn.Dense(16)(x)))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    data = clr_jax.data.load_digits()
-    return data._replace(x_train=data.x_train[:320], y_train=data.y_train[:320])
 
 
 def fit(data, **kwargs):

@@ -21,6 +21,7 @@ import pytest
 
 import clr_jax
 from clr_jax import flax as clr_flax
+from tests.fit_helpers import Tiny, small_digits
 
 # After a failed read of a corrupted checkpoint, orbax's pending futures
 # complete once its event loop is closed and report "Event loop is closed"
@@ -32,17 +33,6 @@ pytestmark = pytest.mark.filterwarnings(
 REPO = Path(__file__).resolve().parents[1]
 KEY = jax.random.key(0)
 EPOCHS = 4
-
-
-class Tiny(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(10)(nn.relu(nn.Dense(16)(x)))
-
-
-def small_digits():
-    data = clr_jax.data.load_digits()
-    return data._replace(x_train=data.x_train[:320], y_train=data.y_train[:320])
 
 
 def train(directory=None, *, epochs=EPOCHS, model=None, **kwargs):

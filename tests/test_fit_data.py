@@ -9,18 +9,13 @@ import numpy as np
 import optax
 import pytest
 
-import clr_jax
 from clr_jax import flax as clr_flax
 from clr_jax.data import epoch_indices
+from tests.fit_helpers import Tiny, small_digits
 
 KEY = jax.random.key(0)
+digits = pytest.fixture(scope="module")(small_digits)
 BATCH = 64
-
-
-class Tiny(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(10)(nn.relu(nn.Dense(16)(x)))
 
 
 class TwoInputs(nn.Module):
@@ -30,12 +25,6 @@ class TwoInputs(nn.Module):
     def __call__(self, x):
         h = nn.relu(nn.Dense(16)(x["pixels"]) + nn.Dense(16)(x["extra"]))
         return nn.Dense(10)(h)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    data = clr_jax.data.load_digits()
-    return data._replace(x_train=data.x_train[:320], y_train=data.y_train[:320])
 
 
 def fit(model, data, **kwargs):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,21 +12,11 @@ import clr_jax
 from clr_jax import _tree
 from clr_jax import flax as clr_flax
 from clr_jax.flax import _snapshots, _state
+from tests.fit_helpers import Tiny, small_digits
 from tests.helpers import TraceCounter
 
 KEY = jax.random.key(0)
-
-
-class Tiny(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(10)(nn.relu(nn.Dense(16)(x)))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    data = clr_jax.data.load_digits()
-    return data._replace(x_train=data.x_train[:320], y_train=data.y_train[:320])
+digits = pytest.fixture(scope="module")(small_digits)
 
 
 # One loss object for the module: it is traced once per compiled program.

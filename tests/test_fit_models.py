@@ -11,16 +11,11 @@ import optax
 import pytest
 from flax import nnx
 
-import clr_jax
 from clr_jax import flax as clr_flax
+from tests.fit_helpers import small_digits
 
 KEY = jax.random.key(0)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    data = clr_jax.data.load_digits()
-    return data._replace(x_train=data.x_train[:320], y_train=data.y_train[:320])
+digits = pytest.fixture(scope="module")(small_digits)
 
 
 class NnxNet(nnx.Module):
