@@ -84,27 +84,11 @@ def test_regression_with_mse_end_to_end_records_every_metric():
 
 def test_float_targets_get_no_default_metric_and_need_a_loss():
     data = regression_data()
-    result = clr_flax.fit(
-        Regressor(),
-        data,
-        epochs=1,
-        batch_size=32,
-        key=KEY,
-        learning_rate=0.05,
-        loss_fn=mse,
-        progress=False,
-    )
+    one_epoch = dict(epochs=1, batch_size=32, key=KEY, learning_rate=0.05)
+    result = clr_flax.fit(Regressor(), data, loss_fn=mse, progress=False, **one_epoch)
     assert result.history.metrics == {} and result.history.test_metrics == {}
     with pytest.raises(ValueError, match=r"`loss_fn`.*squared_error"):
-        clr_flax.fit(
-            Regressor(),
-            data,
-            epochs=1,
-            batch_size=32,
-            key=KEY,
-            learning_rate=0.05,
-            progress=False,
-        )
+        clr_flax.fit(Regressor(), data, progress=False, **one_epoch)
 
 
 def test_range_test_step_with_mse_on_float_targets():
@@ -138,6 +122,14 @@ def test_range_test_step_with_mse_on_float_targets():
     assert np.isfinite(mae) and float(mae) >= 0
 
 
+def fit_one_epoch(data, **kwargs):
+    """One epoch of a softmax regression on ``data``."""
+    return clr_flax.fit(
+        nn.Dense(10), data, epochs=1, key=KEY, learning_rate=0.1, progress=False,
+        **kwargs,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("split", "bad", "message"),
     [
@@ -152,15 +144,7 @@ def test_labels_outside_the_outputs_raise_naming_data(split, bad, message):
     labels[3] = bad
     data = data._replace(**{f"y_{split}": labels})
     with pytest.raises(ValueError, match=rf"`data`.*{message}"):
-        clr_flax.fit(
-            nn.Dense(10),
-            data,
-            epochs=1,
-            batch_size=128,
-            key=KEY,
-            learning_rate=0.1,
-            progress=False,
-        )
+        fit_one_epoch(data, batch_size=128)
 
 
 def test_a_streamed_batch_with_bad_labels_raises_naming_data():
@@ -171,14 +155,7 @@ def test_a_streamed_batch_with_bad_labels_raises_naming_data():
         (data.x_train[i : i + 64], labels[i : i + 64]) for i in range(0, 256, 64)
     ]
     with pytest.raises(ValueError, match=r"`data`.*in a streamed batch"):
-        clr_flax.fit(
-            nn.Dense(10),
-            lambda epoch: iter(batches),
-            epochs=1,
-            key=KEY,
-            learning_rate=0.1,
-            progress=False,
-        )
+        fit_one_epoch(lambda epoch: iter(batches))
 
 
 def test_range_test_step_refuses_several_metrics():
