@@ -156,23 +156,8 @@ def lr_schedules():
     return [clr_jax.triangular(0.01, m, step_size=40) for m in MAX_LRS]
 
 
-def _fit_at(learning_rate, data, epochs: int, key, loss, width: int) -> None:
-    clr_flax.fit(
-        MLP(width),
-        data,
-        epochs=epochs,
-        batch_size=BATCH,
-        key=key,
-        optimizer=optax.sgd,
-        learning_rate=learning_rate,
-        momentum=MOMENTUM,
-        loss_fn=loss,
-        progress=False,
-    )
-
-
 def grid_vmapped(data, epochs: int, key, loss, width: int = 256) -> None:
-    _fit_at(lr_schedules(), data, epochs, key, loss, width)
+    fit(data, epochs, key, width=width, learning_rate=lr_schedules(), loss_fn=loss)
 
 
 def grid_sequential(
@@ -184,7 +169,7 @@ def grid_sequential(
     for schedule in lr_schedules():
         if closures:
             schedule = lambda count, s=schedule: s(count)  # noqa: E731
-        _fit_at(schedule, data, epochs, key, loss, width)
+        fit(data, epochs, key, width=width, learning_rate=schedule, loss_fn=loss)
 
 
 def cold_cases(data, epochs: int) -> dict:
