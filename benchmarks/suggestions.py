@@ -15,11 +15,10 @@ not trained.
 Every suggestion is then trained as a fixed rate for a fixed budget, the
 bounds as a ``triangular`` schedule (two whole cycles) and as a
 ``one_cycle`` from ``base_lr`` to ``max_lr``, next to a grid of ten fixed
-rates half a decade apart (1e-4 to 10**0.5), every run over the same seeds
-(paired: seed ``i`` starts from the same weights and sees the same batches
+rates half a decade apart (1e-4 to 10**0.5), every run over the same five
+seeds (paired: seed ``i`` starts from the same weights and sees the same batches
 in every run). All of one problem's runs train in one compiled program: a
-grid of per-update rate tables times the seeds (for the CNNs, on a CPU, the
-one-run program called for each run in turn, which is faster there).
+grid of per-update rate tables times the seeds.
 
 Reported per problem: the grid-best rate (best final test accuracy, mean
 over seeds); each suggestion's factor from it; its *regret*, the grid-best
@@ -32,10 +31,10 @@ steepest point.
 
 Usage::
 
-    python benchmarks/suggestions.py             # the full table (about 10 min
-                                                 # on 2 shared CPU cores)
+    python benchmarks/suggestions.py             # the full table, 5 seeds (about
+                                                 # 6 min on 2 CPU cores)
     python benchmarks/suggestions.py --quick     # a smoke test, under 2 min
-    python benchmarks/suggestions.py --seeds 5 --out results.json
+    python benchmarks/suggestions.py --seeds 3 --out results.json
 """
 
 from __future__ import annotations
@@ -87,21 +86,14 @@ class Problem(NamedTuple):
     model: str  # a model of that data set, or 'softmax'
     optimizer: str  # a key of OPTIMIZERS
     epochs: int  # the training budget
-    # One vmapped grid of every run; False: one run per call of one compiled
-    # program, for the CNNs, whose vmapped convolutions XLA:CPU runs slower
-    # inside a loop than the runs one after another (1.7x on the digits CNN).
-    grid: bool = True
 
     @property
     def name(self) -> str:
         return f"{self.data} {self.model} {self.optimizer}"
 
 
-# Budgets (updates of the command line's batch): the digits softmax and MLP
-# 10 epochs (420 updates), the digits CNN 3 (126), the MNIST-1D MLP 20 (800)
-# and its CNN 10 (400). The CNNs cost the most: XLA:CPU runs a convolution
-# inside a compiled loop several times slower than as one jitted step
-# (jax-ml/jax#12868), and both the range test and fit are compiled loops.
+# Budgets (updates of the command line's batch): the digits problems 10
+# epochs (420 updates), the MNIST-1D MLP 20 (800) and its CNN 10 (400).
 PROBLEMS = (
     Problem("digits", "softmax", "sgd", 10),
     Problem("digits", "softmax", "momentum", 10),
@@ -109,9 +101,9 @@ PROBLEMS = (
     Problem("digits", "mlp", "sgd", 10),
     Problem("digits", "mlp", "momentum", 10),
     Problem("digits", "mlp", "adam", 10),
-    Problem("digits", "cnn", "momentum", 3, grid=False),
+    Problem("digits", "cnn", "momentum", 10),
     Problem("mnist1d", "mlp", "momentum", 20),
-    Problem("mnist1d", "cnn", "adam", 10, grid=False),
+    Problem("mnist1d", "cnn", "adam", 10),
 )
 QUICK_PROBLEMS = (
     Problem("digits", "softmax", "sgd", 2),
@@ -258,9 +250,9 @@ def rate_table(spec: tuple, total_steps: int) -> RateTable:
     return RateTable.of(schedule, total_steps)
 
 
-def _fit_group(problem: Problem, data, specs: list[tuple], seeds: int, seed: int):
-    """``fit`` of a grid of ``specs`` x ``seeds``; accuracy ``[runs, seeds]``
-    and halted seeds ``[runs]``."""
+def train_runs(problem: Problem, data, specs: list[tuple], seeds: int, seed: int):
+    """Final test accuracy ``[runs, seeds]`` and halted seeds ``[runs]`` of
+    every spec: one ``fit`` of the grid of ``specs`` x ``seeds``."""
     batch = BATCH_SIZE[problem.data]
     total_steps = problem.epochs * (len(data.y_train) // batch)
     optimizer = OPTIMIZERS[problem.optimizer]
@@ -280,17 +272,6 @@ def _fit_group(problem: Problem, data, specs: list[tuple], seeds: int, seed: int
     accuracy = np.asarray(history.test_accuracy, np.float64)[..., -1]
     halted = np.sum(np.asarray(history.nonfinite_step) >= 0, axis=-1)
     return accuracy.reshape(len(specs), seeds), halted.reshape(len(specs))
-
-
-def train_runs(problem: Problem, data, specs: list[tuple], seeds: int, seed: int):
-    """Final test accuracy ``[runs, seeds]`` and halted seeds of every spec.
-
-    One compiled program: a grid of every run, or (``problem.grid`` false)
-    the same one-run program called for each run in turn.
-    """
-    groups = [specs] if problem.grid else [[spec] for spec in specs]
-    parts = [_fit_group(problem, data, g, seeds, seed) for g in groups]
-    return tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True))
 
 
 def plan_runs(readings: dict[int, dict]) -> tuple[dict, list[tuple]]:
@@ -668,7 +649,7 @@ def report(record: dict) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two problems, 2 lengths")
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds per run")
+    parser.add_argument("--seeds", type=int, default=5, help="training seeds per run")
     parser.add_argument("--seed", type=int, default=0, help="the first key")
     parser.add_argument(
         "--out",

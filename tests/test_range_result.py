@@ -509,7 +509,59 @@ def test_the_methods_apply_the_peers_rules_to_the_lag_free_curve():
     assert reading.suggestions["steepest"] == _peer_rules.torch_lr_finder_steepest(
         lrs, lagless
     )
-    assert reading.suggestions["two_thirds"] == _reading.two_thirds(lrs, lagless)
+
+
+def test_half_minimum_reads_the_optimizers_lag_before_the_lowest_loss():
+    result = load("range_test_cnn_momentum_400")
+    assert result.config.momentum is None  # recorded before the lag was kept
+    for momentum, lag in ((None, 0), (0.9, 9), (0.5, 1)):
+        config = result.config._replace(momentum=momentum)
+        reading = quiet_read(result.replace(config=config))
+        expected = result.lrs[reading.minimum - lag] / 2.0
+        assert reading.suggestions["half_minimum"] == pytest.approx(expected)
+
+
+def test_half_minimum_takes_each_sweeps_own_swept_momentum():
+    sweeps = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        hyperparams={"momentum": [0.0, 0.5, 0.9]},
+        progress=False,
+        **ORACLE,
+    )
+    assert sweeps.config.momentum is None
+    readings = quiet_read(sweeps)
+    for reading, lag in zip(readings, (0, 1, 9), strict=True):
+        lrs = sweeps.lrs[0]
+        expected = lrs[max(reading.minimum - lag, 0)] / 2.0
+        assert reading.suggestions["half_minimum"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "optimizer, momentum",
+    [
+        (optax.sgd, None),
+        (functools.partial(optax.sgd, momentum=0.9), 0.9),
+        (optax.adam, 0.9),
+        (functools.partial(optax.adam, b1=0.8), 0.8),
+    ],
+)
+def test_the_record_keeps_the_optimizers_gradient_average_decay(
+    optimizer, momentum, tmp_path
+):
+    result = clr_jax.range_test(
+        quadratic_loss,
+        W0,
+        quadratic_data(),
+        optimizer=optimizer,
+        progress=False,
+        **ORACLE,
+    )
+    assert result.config.momentum == momentum
+    result.save_json(tmp_path / "curve.json")
+    back = clr_jax.RangeTestResult.load_json(tmp_path / "curve.json")
+    assert back.config.momentum == momentum
 
 
 # -- the record: JSON and CSV ----------------------------------------------------

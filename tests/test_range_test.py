@@ -216,6 +216,72 @@ def test_non_finite_update_diverges_and_keeps_the_previous_state():
     assert float(res.final_state) == t  # t updates applied, the t-th dropped
 
 
+def _marked_step(s, batch, lr):
+    """Writes inf into an unused leaf at step ``inf_at``, a NaN loss at
+    ``nan_at``; otherwise a plain finite step."""
+    loss = jnp.mean((s["w"] - batch) ** 2)
+    loss = jnp.where(s["count"] == s["nan_at"], jnp.nan, loss)
+    spare = jnp.where(s["count"] == s["inf_at"], jnp.inf, s["spare"])
+    w = s["w"] - lr * 2.0 * (s["w"] - jnp.mean(batch))
+    return dict(s, w=w, spare=spare, count=s["count"] + 1), loss
+
+
+def _masked_reference(state, batches, lrs, beta):
+    """The sweep's semantics step by step: stop at a non-finite loss or state,
+    keep the last finite state; NaN losses from the divergence on."""
+    n = len(lrs)
+    losses, smoothed, ema = np.full(n, np.nan), np.full(n, np.nan), 0.0
+    for t in range(n):
+        new, loss = jax.jit(_marked_step)(state, batches[t], lrs[t])
+        losses[t] = loss
+        ema = beta * ema + (1 - beta) * float(loss)
+        smoothed[t] = ema / (1 - beta ** (t + 1))
+        if not np.isfinite(loss) or not np.all(np.isfinite(new["spare"])):
+            return losses, smoothed, t, state
+        state = new
+    return losses, smoothed, None, state
+
+
+def test_divergence_inside_a_block_matches_the_step_by_step_reference():
+    # 59 steps run as six blocks of 10, the last step padding; the sweeps
+    # diverge mid-block (a non-finite state with a finite loss, a NaN loss),
+    # on a block's first step, or never (through the padding). Blocks in
+    # which no sweep diverges come after divergences and before the padding.
+    inf_at, nan_at = np.array([7, -1, 30, -1]), np.array([-1, 25, -1, -1])
+    k, n, beta = len(inf_at), 59, 0.9
+    states = {
+        "w": jnp.zeros(k),
+        "spare": jnp.zeros(k),
+        "count": jnp.zeros(k, jnp.int32),
+        "inf_at": jnp.asarray(inf_at, jnp.int32),
+        "nan_at": jnp.asarray(nan_at, jnp.int32),
+    }
+    batches = jax.random.normal(jax.random.key(4), (n, 8))
+    kw = dict(batched=True, start_lr=1e-3, end_lr=0.1, num_steps=n, beta=beta)
+    kw |= dict(diverge_threshold=None, progress=False)
+    res = clr_jax.range_test_with_step(
+        _marked_step, states, batches, batched_state=True, **kw
+    )
+
+    def one(state):  # one sweep; under a user's vmap below
+        r = clr_jax.range_test_with_step(_marked_step, state, batches, **kw)
+        return r.losses, r.diverged_step, r.final_state
+
+    vmapped = jax.jit(jax.vmap(one))(states)
+    for i in range(k):
+        state = jax.tree.map(lambda x, i=i: x[i], states)
+        losses, smoothed, t, final = _masked_reference(state, batches, res.lrs[i], beta)
+        np.testing.assert_allclose(res.losses[i], losses, rtol=1e-6)
+        np.testing.assert_allclose(res.smoothed_losses[i], smoothed, rtol=1e-5)
+        np.testing.assert_allclose(vmapped[0][i], losses, rtol=1e-6)
+        assert res.diverged_step[i] == t
+        assert int(vmapped[1][i]) == (-1 if t is None else t)
+        for got in (res.final_state, vmapped[2]):
+            assert int(got["count"][i]) == (n if t is None else t)
+            np.testing.assert_allclose(got["w"][i], final["w"], rtol=1e-6)
+            assert float(got["spare"][i]) == 0.0
+
+
 def test_negative_losses_diverge_past_the_critical_lr_only():
     shifted = functools.partial(quadratic_loss, shift=-10.0)
     res = clr_jax.range_test(shifted, W0, quadratic_data(), progress=False, **ORACLE)

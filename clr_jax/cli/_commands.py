@@ -65,10 +65,10 @@ def _subject(args: argparse.Namespace) -> str:
 
 
 _MEANING = {
+    "half_minimum": "half the lr of the lowest loss, read the optimizer's lag earlier",
     "steepest": "steepest descent of the loss per log(lr) (torch-lr-finder's rule)",
     "minimum": "lr of the lowest loss, divided by 10 (fastai's minimum)",
     "valley": "middle of the longest decreasing run (fastai's valley)",
-    "two_thirds": "where two thirds of the descent to the lowest loss are made",
 }
 
 
@@ -84,7 +84,7 @@ def _print_range_test(summary: dict) -> None:
     say("  suggestions, read from the zero-phase smoothed loss before its minimum:")
     for method, lr in summary["suggestions"].items():
         value = "none" if lr is None else f"{lr:.4g}"
-        say(f"    {method:<10} {value:<10} {_MEANING[method]}")
+        say(f"    {method:<12} {value:<10} {_MEANING[method]}")
     peers = summary["peer_suggestions"]
     say(
         "  fastai's and torch-lr-finder's rules on their own EMA curves: "

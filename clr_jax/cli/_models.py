@@ -16,6 +16,7 @@ References:
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -63,13 +64,18 @@ class DigitsCNN(nn.Module):
     """Two 3x3 convolutions (16 and 32 channels, the second strided), global
     average pooling and a linear classifier, for ``float32[n, 8, 8, 1]``.
 
-    ``features_only=True`` returns the pooled features before the classifier.
+    The convolutions are ``nn.Conv(..., padding='SAME')``'s, computed as
+    :class:`_PatchConv`. ``features_only=True`` returns the pooled features
+    before the classifier.
     """
 
     @nn.compact
     def __call__(self, x, features_only: bool = False):
-        x = nn.relu(nn.Conv(16, (3, 3))(x))
-        x = nn.relu(nn.Conv(32, (3, 3), strides=2)(x))
+        # SAME padding of 8x8 inputs: (1, 1) at stride 1, (0, 1) at stride 2.
+        layers = ((16, (1, 1), (1, 1)), (32, (2, 2), (0, 1)))
+        for i, (channels, strides, pad) in enumerate(layers):
+            conv = _PatchConv(channels, (3, 3), strides, (pad, pad), name=f"Conv_{i}")
+            x = nn.relu(conv(x))
         features = jnp.mean(x, axis=(1, 2))
         return features if features_only else nn.Dense(10)(features)
 
@@ -92,31 +98,45 @@ class Mnist1dMLP(nn.Module):
         return h if features_only else nn.Dense(10)(h)
 
 
-class _StridedConv1d(nn.Module):
-    """``nn.Conv(features, (kernel,), strides=stride, padding=[(pad, pad)])`` on
-    ``[n, length, channels]``, with the same parameters, as one matrix product
-    of the strided slices of the input.
+class _PatchConv(nn.Module):
+    """``nn.Conv(features, kernel, strides, padding)`` on ``[n, *spatial,
+    channels]``, with the same parameters, as one matrix product of the
+    strided slices of the input (one slice per kernel tap).
 
-    The same function, about 7x faster on CPU for these small layers: XLA's
-    CPU convolution is slow here, more so under ``vmap`` over runs.
+    The same function, several times faster on CPU for these small layers:
+    XLA's CPU convolution is slow inside a compiled loop, more so under
+    ``vmap`` over runs.
     """
 
     features: int
-    kernel: int
-    stride: int = 2
-    pad: int = 1
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
 
     @nn.compact
     def __call__(self, x):
-        shape = (self.kernel, x.shape[-1], self.features)
+        shape = (*self.kernel, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        x = jnp.pad(x, ((0, 0), (self.pad, self.pad), (0, 0)))
-        length = (x.shape[1] - self.kernel) // self.stride + 1
-        end = self.stride * (length - 1) + 1
-        taps = [x[:, j : j + end : self.stride] for j in range(self.kernel)]
-        patches = jnp.concatenate(taps, axis=-1)  # [n, length, kernel * channels]
-        return patches @ kernel.reshape(-1, self.features) + bias.reshape(1, 1, -1)
+        x = jnp.pad(x, ((0, 0), *self.padding, (0, 0)))
+        sizes = [
+            (n - k) // s + 1
+            for n, k, s in zip(x.shape[1:-1], self.kernel, self.strides, strict=True)
+        ]
+        taps = [
+            x[(slice(None), *self._window(offsets, sizes), slice(None))]
+            for offsets in itertools.product(*(range(k) for k in self.kernel))
+        ]
+        patches = jnp.concatenate(taps, axis=-1)  # [n, *sizes, taps * channels]
+        out = patches @ kernel.reshape(-1, self.features)
+        return out + bias.reshape((1,) * (out.ndim - 1) + (-1,))
+
+    def _window(self, offsets, sizes) -> list[slice]:
+        """The input positions that kernel tap ``offsets`` meets, per axis."""
+        return [
+            slice(o, o + s * (n - 1) + 1, s)
+            for o, s, n in zip(offsets, self.strides, sizes, strict=True)
+        ]
 
 
 class Mnist1dCNN(nn.Module):
@@ -135,7 +155,10 @@ class Mnist1dCNN(nn.Module):
         x = x.reshape(x.shape[0], -1, 1)  # one input channel
         for i, kernel in enumerate((5, 3, 3)):
             # Named as nn.Conv's: the same parameters from the same key.
-            x = nn.relu(_StridedConv1d(self.channels, kernel, name=f"Conv_{i}")(x))
+            conv = _PatchConv(
+                self.channels, (kernel,), (2,), ((1, 1),), name=f"Conv_{i}"
+            )
+            x = nn.relu(conv(x))
         features = x.reshape(x.shape[0], -1)
         return features if features_only else nn.Dense(10)(features)
 

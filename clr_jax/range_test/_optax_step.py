@@ -41,6 +41,7 @@ from clr_jax._tree import (
 )
 from clr_jax.inject import (
     check_settable,
+    get_hyperparam,
     has_hyperparam,
     set_hyperparam,
     with_schedules,
@@ -480,6 +481,27 @@ def range_test(
         for name, vals in values.items()
         if not v.is_traced(vals)
     )
-    described = describe_optimizer(optimizer, state.opt_state)
-    config = result.config._replace(optimizer=described, hyperparams=swept)
+    config = result.config._replace(
+        optimizer=describe_optimizer(optimizer, state.opt_state),
+        hyperparams=swept,
+        momentum=_gradient_decay(state.opt_state, values),
+    )
     return result.replace(config=config)
+
+
+def _gradient_decay(opt_state, swept: Mapping[str, Any]) -> float | None:
+    """The optimizer's one concrete ``momentum`` (or Adam's ``b1``), if any.
+
+    ``None`` when it has none, when it is traced, or when it is swept (then
+    every sweep's value is in the config's ``hyperparams``).
+    """
+    for name in ("momentum", "b1"):
+        if name in swept:
+            return None
+        value = get_hyperparam(opt_state, name)
+        if value is None or v.is_traced(value):
+            continue
+        distinct = np.unique(np.asarray(value, np.float64))
+        # Seven digits: the float32 value as it was written (0.9, not 0.89999998).
+        return float(f"{distinct[0]:.7g}") if distinct.size == 1 else None
+    return None

@@ -44,8 +44,12 @@ and the plot show them.
 
 The rules. ``'valley'``, ``'minimum'`` and ``'steepest'`` are fastai's and
 torch-lr-finder's rules (:mod:`._peer_rules`), applied here to the
-zero-phase curve on the readable part before its minimum. ``'two_thirds'``
-is this library's earlier rule (:func:`two_thirds`).
+zero-phase curve on the readable part before its minimum. This library's
+``'half_minimum'`` is half the rate of the lowest loss, read
+``round(b / (1 - b))`` steps earlier for an optimizer whose average of
+gradients decays by ``b`` (the average's mean age: the loss answers such an
+optimizer's rate that many steps late); the half keeps the fixed rate below
+the edge where training breaks down.
 
 References:
   Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017,
@@ -63,23 +67,20 @@ import optax
 from clr_jax import _validation as v
 from clr_jax import schedules
 from clr_jax.range_test._peer_rules import (
-    check_pair,
     gradient_steepest_index,
     single_sweep,
     valley_index,
 )
 from clr_jax.range_test._smoothing import Noise, running_median, smooth, smoothing_width
 
-SuggestMethod = Literal["steepest", "minimum", "valley", "two_thirds"]
-METHODS: tuple[str, ...] = ("steepest", "minimum", "valley", "two_thirds")
+SuggestMethod = Literal["half_minimum", "steepest", "minimum", "valley"]
+METHODS: tuple[str, ...] = ("half_minimum", "steepest", "minimum", "valley")
 
 # Fractions of the descent (or of the metric's rise) that mark Smith's bounds:
 # the curve "starts to improve" once 10% of the gain is made, and the gain
 # "stops" once 90% is made, before the flat bottom and the blow-up.
 _BASE_FRACTION = 0.1
 _MAX_FRACTION = 0.9
-# 'two_thirds' sits where two thirds of the descent are made.
-_TWO_THIRDS = 2.0 / 3.0
 # A descent is clear when deeper than this share of the loss (and than the
 # largest change the noise makes, see _smoothing.Noise.allowance).
 _MIN_RELATIVE_DROP = 0.01
@@ -158,39 +159,6 @@ class Reading(NamedTuple):
     def notes_for(self, what: str) -> tuple[str, ...]:
         """The notes of the curve and of ``what`` (a method or ``'bounds'``)."""
         return tuple(n for scope, n in self.scoped_notes if scope in ("curve", what))
-
-
-def _two_thirds_index(losses: np.ndarray) -> int:
-    """First step, after the peak before the minimum, with 2/3 of the drop made."""
-    trough = int(np.argmin(losses))
-    peak = int(np.argmax(losses[: trough + 1]))
-    return _Descent(losses, peak, trough).reached(_TWO_THIRDS)
-
-
-def two_thirds(lrs, losses) -> float:
-    """The rate where two thirds of the descent to the lowest loss are made.
-
-    With ``trough`` the lowest loss and ``peak`` the highest before it, the
-    first step after ``peak`` whose loss is at most
-    ``losses[peak] - 2/3 * (losses[peak] - losses[trough])``. This library's
-    earlier ``'valley'``; steeper than ``'minimum'``.
-
-    Args:
-      lrs: the rates, 1-D.
-      losses: the losses at those rates, finite, as long as ``lrs``.
-
-    Returns:
-      The suggested rate, a float.
-
-    Raises:
-      ValueError: for arrays that are not 1-D, finite and of equal length.
-
-    Examples:
-      >>> two_thirds([0.01, 0.1, 1.0, 10.0], [3.0, 2.5, 0.0, 4.0])
-      1.0
-    """
-    lrs, losses = check_pair(lrs, losses)
-    return float(lrs[_two_thirds_index(losses)])
 
 
 class _Descent(NamedTuple):
@@ -348,14 +316,27 @@ _EDGE_ADVICE = {
 }
 
 
-def _suggest_all(span: _Span, descent: _Descent) -> dict[str, int]:
+def lag_steps(momentum: float | None) -> int:
+    """Steps by which the loss trails the rate under an average of gradients
+    decaying by ``momentum``: the average's mean age, ``b / (1 - b)``.
+
+    Examples:
+      >>> lag_steps(0.9), lag_steps(0.0), lag_steps(None)
+      (9, 0, 0)
+    """
+    if momentum is None or not 0.0 < momentum < 1.0:
+        return 0
+    return round(momentum / (1.0 - momentum))
+
+
+def _suggest_all(span: _Span, descent: _Descent, lag: int) -> dict[str, int]:
     """Span indices of every method's suggestion (``minimum``: of the minimum)."""
     before = span.smooth[: descent.trough + 1]
     return {
+        "half_minimum": max(descent.trough - lag, 0),
         "steepest": gradient_steepest_index(before) if len(before) > 1 else 0,
         "minimum": descent.trough,
         "valley": valley_index(before),
-        "two_thirds": descent.reached(_TWO_THIRDS),
     }
 
 
@@ -365,22 +346,24 @@ def _still_falling(span: _Span, descent: _Descent) -> bool:
     return at_end and span.stop == span.num_steps
 
 
-def _suggestions(span, descent, notes):
+def _suggestions(span, descent, lag: int, notes):
     """``{method: lr}`` with the notes of each; NaN where unsupported."""
     if descent is None:
         return dict.fromkeys(METHODS, math.nan)
-    found = _suggest_all(span, descent)
+    found = _suggest_all(span, descent, lag)
     out = {m: span.at(i) for m, i in found.items()}
     out["minimum"] /= 10.0
+    out["half_minimum"] /= 2.0
     if _still_falling(span, descent):
-        out["minimum"] = math.nan
-        notes.append(
-            (
-                "minimum",
-                "minimum: the loss still falls at end_lr, so its lowest point is not "
-                "in the sweep; raise end_lr",
+        for method in ("minimum", "half_minimum"):
+            out[method] = math.nan
+            notes.append(
+                (
+                    method,
+                    f"{method}: the loss still falls at end_lr, so its lowest point "
+                    "is not in the sweep; raise end_lr",
+                )
             )
-        )
     for method, i in found.items():
         edge = span.edge(i)
         if edge is not None and math.isfinite(out[method]):
@@ -563,7 +546,17 @@ def read(
     return _read_one(result, skip_start, how)
 
 
-def _read_one(result, skip_start, how: _Source) -> Reading:
+def _momentum_of(config, sweep: int) -> float | None:
+    """Sweep ``sweep``'s gradient-average decay: swept, else the optimizer's."""
+    swept = dict(config.hyperparams)
+    for name in ("momentum", "b1"):
+        values = swept.get(name, ())
+        if values:
+            return float(values[sweep if len(values) > 1 else 0])
+    return config.momentum
+
+
+def _read_one(result, skip_start, how: _Source, sweep: int = 0) -> Reading:
     lrs = np.asarray(result.lrs, np.float64)
     raw = np.asarray(result.losses, np.float64)
     n = len(lrs)
@@ -586,7 +579,8 @@ def _read_one(result, skip_start, how: _Source) -> Reading:
                 "good by end_lr; raise end_lr to see where training breaks down",
             )
         )
-    suggestions = _suggestions(span, descent, notes)
+    lag = lag_steps(_momentum_of(result.config, sweep))
+    suggestions = _suggestions(span, descent, lag, notes)
     if how.validation:
         bounds = _validation_bounds(result, span, how, notes)
     else:
@@ -640,7 +634,7 @@ def _disagreements(readings) -> list[tuple[str, str]]:
 def _read_many(result, skip_start, how: _Source) -> tuple[Reading, ...]:
     readings = []
     for k in range(result.num_sweeps):
-        r = _read_one(result.sweep(k), skip_start, how)
+        r = _read_one(result.sweep(k), skip_start, how, k)
         scoped = tuple((s, f"sweep {k}: {n}") for s, n in r.scoped_notes)
         readings.append(_with_notes(r, scoped))
     # Sweeps of different hyperparameter values are meant to differ.

@@ -46,6 +46,10 @@ class RangeTestConfig(NamedTuple):
     num_sweeps: int | None = None
     optimizer: str | None = None
     hyperparams: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    # The decay of the optimizer's average of gradients ('momentum' or 'b1'),
+    # when the optimizer has one and it is not swept (then it is in
+    # ``hyperparams``); it sets the lag that ``'half_minimum'`` corrects.
+    momentum: float | None = None
     versions: tuple[tuple[str, str], ...] = ()
 
 
@@ -242,7 +246,7 @@ class RangeTestResult:
 
     def suggest(
         self,
-        method: _reading.SuggestMethod = "valley",
+        method: _reading.SuggestMethod = "half_minimum",
         *,
         skip_start: int | None = None,
     ):
@@ -252,18 +256,24 @@ class RangeTestResult:
         the part after ``skip_start`` and before both the blow-up and the
         lowest loss:
 
+        * ``'half_minimum'`` (the default): half the rate of the lowest loss,
+          read ``round(b / (1 - b))`` steps before it for an optimizer whose
+          average of gradients decays by ``b`` (``momentum``, Adam's ``b1``:
+          :attr:`RangeTestConfig.momentum`), the steps by which the loss
+          trails such an optimizer's rate; NaN when the loss still falls at
+          ``end_lr``. Of these rules the best predictor of the best fixed
+          rate, and the steadiest across sweep lengths
+          (``benchmarks/README.md``);
         * ``'valley'``: fastai's valley, the middle of the longest decreasing
           run (:func:`~clr_jax.range_test._peer_rules.fastai_valley`);
         * ``'minimum'``: the rate of the lowest loss divided by 10, as
           fastai's; NaN when the loss still falls at ``end_lr``;
         * ``'steepest'``: the most negative ``np.gradient`` of the loss per
-          step (per ``log(lr)`` for an exponential sweep), as torch-lr-finder's;
-        * ``'two_thirds'``: where two thirds of the descent to the lowest loss
-          are made (this library's earlier ``'valley'``).
+          step (per ``log(lr)`` for an exponential sweep), as torch-lr-finder's.
 
         Args:
-          method: ``'valley'``, ``'minimum'``, ``'steepest'`` or
-            ``'two_thirds'``.
+          method: ``'half_minimum'``, ``'valley'``, ``'minimum'`` or
+            ``'steepest'``.
           skip_start: steps left out at the start; default 0.
 
         Returns:
