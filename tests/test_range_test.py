@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import clr_jax
+from clr_jax._tree import all_finite
 from clr_jax.data import batch_indices, take
 from clr_jax.range_test._engine import run_chunk
 from tests.helpers import TraceCounter
@@ -214,6 +215,16 @@ def test_non_finite_update_diverges_and_keeps_the_previous_state():
     assert float(res.lrs[t]) > 1.0 >= float(res.lrs[t - 1])
     assert np.isfinite(res.losses[t])  # the loss was fine; the update was not
     assert float(res.final_state) == t  # t updates applied, the t-th dropped
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, None])
+def test_the_finiteness_check_sees_exactly_the_non_finite_elements(bad):
+    big = np.full(1000, 3e38, np.float32)  # finite, though its sum is not
+    tree = {"w": big, "b": jnp.ones(3, jnp.bfloat16), "n": jnp.arange(3)}
+    if bad is not None:
+        tree["w"] = big.copy()
+        tree["w"][500] = bad
+    assert bool(jax.jit(all_finite)(tree)) is (bad is None)
 
 
 def _marked_step(s, batch, lr):
