@@ -32,7 +32,7 @@ steepest point.
 Usage::
 
     python benchmarks/suggestions.py             # the full table, 5 seeds (about
-                                                 # 6 min on 2 CPU cores)
+                                                 # 3.5 min on 2 quiet CPU cores)
     python benchmarks/suggestions.py --quick     # a smoke test, under 2 min
     python benchmarks/suggestions.py --seeds 3 --out results.json
 """
