@@ -18,6 +18,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# The names optax gives the decay of an optimizer's average of gradients:
+# ``momentum`` (sgd, rmsprop, ...) and ``b1`` (the Adam family), in the order
+# they are looked up.
+MOMENTUM_NAMES = ("momentum", "b1")
+
 __all__ = [
     "check_settable",
     "get_hyperparam",

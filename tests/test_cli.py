@@ -551,6 +551,42 @@ def test_mnist1d_models_are_the_papers():
     assert sizes == {"mlp": 15_210, "cnn": 5_210}
 
 
+@pytest.mark.parametrize(
+    ("model", "layers", "shape"),
+    [
+        # (features, kernel, strides, padding) of each convolution, as nn.Conv's
+        ("digits", [(16, (3, 3), 1, "SAME"), (32, (3, 3), 2, "SAME")], (5, 8, 8, 1)),
+        ("mnist1d", [(25, (k,), 2, [(1, 1)]) for k in (5, 3, 3)], (5, 40)),
+    ],
+)
+def test_the_cnns_convolutions_are_nn_convs(model, layers, shape):
+    # The patch products compute nn.Conv's function with its parameters.
+    jax = pytest.importorskip("jax")
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from clr_jax.cli._models import DATASETS
+
+    class Reference(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = x.reshape(x.shape[0], -1, 1) if model == "mnist1d" else x
+            for features, kernel, strides, padding in layers:
+                x = nn.relu(nn.Conv(features, kernel, strides, padding)(x))
+            pooled = jnp.mean(x, axis=(1, 2)) if model == "digits" else x
+            return nn.Dense(10)(pooled.reshape(x.shape[0], -1))
+
+    x = jax.random.normal(jax.random.key(1), shape)
+    net = DATASETS[model].models["cnn"].build()
+    variables = net.init(jax.random.key(0), x)
+    reference = Reference().init(jax.random.key(0), x)
+    # The same names, so the same initial values from the same key.
+    jax.tree.map(np.testing.assert_array_equal, variables, reference)
+    np.testing.assert_allclose(
+        net.apply(variables, x), Reference().apply(variables, x), atol=1e-5
+    )
+
+
 def test_rate_table_reads_the_schedule_at_every_update_and_holds_the_last():
     from clr_jax.cli._compare import RateTable
 

@@ -124,10 +124,8 @@ def test_range_test_step_with_mse_on_float_targets():
 
 def fit_one_epoch(data, **kwargs):
     """One epoch of a softmax regression on ``data``."""
-    return clr_flax.fit(
-        nn.Dense(10), data, epochs=1, key=KEY, learning_rate=0.1, progress=False,
-        **kwargs,
-    )  # fmt: skip
+    settings = dict(epochs=1, key=KEY, learning_rate=0.1, progress=False)
+    return clr_flax.fit(nn.Dense(10), data, **settings, **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,7 @@ from clr_jax._tree import all_finite
 from clr_jax.flax import _snapshots
 from clr_jax.flax._evaluation import EvalSet, evaluate
 from clr_jax.flax._state import TrainState, loss_and_grads
-from clr_jax.inject import get_hyperparam, set_hyperparam
-
-# Momentum-like hyperparameter names, looked up in this order for the history.
-MOMENTUM_NAMES = ("momentum", "b1")
+from clr_jax.inject import MOMENTUM_NAMES, get_hyperparam, set_hyperparam
 
 
 class StepLog(NamedTuple):

@@ -40,6 +40,7 @@ from clr_jax._tree import (
     trainable_mask,
 )
 from clr_jax.inject import (
+    MOMENTUM_NAMES,
     check_settable,
     get_hyperparam,
     has_hyperparam,
@@ -495,7 +496,7 @@ def _gradient_decay(opt_state, swept: Mapping[str, Any]) -> float | None:
     ``None`` when it has none, when it is traced, or when it is swept (then
     every sweep's value is in the config's ``hyperparams``).
     """
-    for name in ("momentum", "b1"):
+    for name in MOMENTUM_NAMES:
         if name in swept:
             return None
         value = get_hyperparam(opt_state, name)

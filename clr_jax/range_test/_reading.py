@@ -66,6 +66,7 @@ import optax
 
 from clr_jax import _validation as v
 from clr_jax import schedules
+from clr_jax.inject import MOMENTUM_NAMES
 from clr_jax.range_test._peer_rules import (
     gradient_steepest_index,
     single_sweep,
@@ -549,7 +550,7 @@ def read(
 def _momentum_of(config, sweep: int) -> float | None:
     """Sweep ``sweep``'s gradient-average decay: swept, else the optimizer's."""
     swept = dict(config.hyperparams)
-    for name in ("momentum", "b1"):
+    for name in MOMENTUM_NAMES:
         values = swept.get(name, ())
         if values:
             return float(values[sweep if len(values) > 1 else 0])
