@@ -28,7 +28,7 @@ _SUGGESTION_STYLES = {
     "steepest": ("tab:green", "v"),
     "minimum": ("tab:red", "o"),
     "valley": ("tab:purple", "D"),
-    "half_minimum": ("tab:blue", "^"),
+    "half_edge": ("tab:blue", "^"),
 }
 _MAX_NOTES = 6  # notes written under the axes; the rest are counted
 
@@ -54,7 +54,7 @@ def plot_range_test(
     axes: Any = None,
     show_raw: bool = True,
     show_ema: bool = False,
-    suggestions: Sequence[str] = ("half_minimum", "steepest", "minimum", "valley"),
+    suggestions: Sequence[str] = ("half_edge", "steepest", "minimum", "valley"),
     show_bounds: bool = True,
     show_notes: bool = True,
     band: Literal["minmax", "std"] = "minmax",

@@ -76,6 +76,7 @@ def test_regret_factor_refusal_and_the_targets(bench):
     good = scores["rules"]["good"]
     assert good["lengths"][100]["regret"] == pytest.approx(0.0, abs=1e-9)
     assert good["lengths"][400]["factor"] == pytest.approx(2.0)
+    assert good["lengths"][100]["regret_se"] == pytest.approx(0.0, abs=1e-9)
     assert good["movement"] == pytest.approx(2.0)
     shy = scores["rules"]["shy"]["lengths"][100]
     assert shy["refused"] and shy["refused_sweeps"] == 2
@@ -94,14 +95,21 @@ def test_regret_factor_refusal_and_the_targets(bench):
         100 * (0.9 - _accuracy(0.2))
     )
     checks = bench.check_targets(summary, ["good", "shy"])
-    assert checks["good"] == {"regret": True, "movement": True, "beats_peers": True}
+    assert checks["good"] == {
+        "regret": True,
+        "regret_long": True,
+        "movement": True,
+        "beats_peers": True,
+    }
     assert not checks["shy"]["regret"]
+    assert summary["shy"]["max_regret_long"] == math.inf  # refused at 400
+    assert not checks["shy"]["regret_long"]
     assert bench.recommend(summary, checks) == "good"
     text = bench.problem_table(problem, [100, 400]) + bench.summary_table(
         summary, [100, 400]
     )
     assert "refused" in text and "| good |" in text
-    assert "good (recommended) | PASS | PASS | PASS" in bench.targets_table(
+    assert "good (recommended) | PASS | PASS | PASS | PASS" in bench.targets_table(
         checks, "good"
     )
 

@@ -511,17 +511,26 @@ def test_the_methods_apply_the_peers_rules_to_the_lag_free_curve():
     )
 
 
-def test_half_minimum_reads_the_optimizers_lag_before_the_lowest_loss():
+def expected_half_edge(lrs, reading, lag: int) -> float:
+    """Half the larger of the lowest loss's rate and 0.4 times the blow-up's,
+    both ``lag`` steps early; at most the lowest loss's rate."""
+    edge = lrs[max(reading.minimum - lag, 0)]
+    if reading.blow_up is not None:
+        edge = max(edge, 0.4 * lrs[max(reading.blow_up - lag, 0)])
+    return min(edge / 2.0, lrs[reading.minimum])
+
+
+def test_half_edge_reads_the_optimizers_lag_before_the_edge():
     result = load("range_test_cnn_momentum_400")
     assert result.config.momentum is None  # recorded before the lag was kept
     for momentum, lag in ((None, 0), (0.9, 9), (0.5, 1)):
         config = result.config._replace(momentum=momentum)
         reading = quiet_read(result.replace(config=config))
-        expected = result.lrs[reading.minimum - lag] / 2.0
-        assert reading.suggestions["half_minimum"] == pytest.approx(expected)
+        expected = expected_half_edge(result.lrs, reading, lag)
+        assert reading.suggestions["half_edge"] == pytest.approx(expected)
 
 
-def test_half_minimum_takes_each_sweeps_own_swept_momentum():
+def test_half_edge_takes_each_sweeps_own_swept_momentum():
     sweeps = clr_jax.range_test(
         quadratic_loss,
         W0,
@@ -533,9 +542,39 @@ def test_half_minimum_takes_each_sweeps_own_swept_momentum():
     assert sweeps.config.momentum is None
     readings = quiet_read(sweeps)
     for reading, lag in zip(readings, (0, 1, 9), strict=True):
-        lrs = sweeps.lrs[0]
-        expected = lrs[max(reading.minimum - lag, 0)] / 2.0
-        assert reading.suggestions["half_minimum"] == pytest.approx(expected)
+        expected = expected_half_edge(sweeps.lrs[0], reading, lag)
+        assert reading.suggestions["half_edge"] == pytest.approx(expected)
+
+
+def flat_bottom(lowest_at: float, rise_at: float, n: int = 400):
+    """A descent to a bottom flat from 10**-2 to 10**rise_at, its lowest
+    point at 10**lowest_at, then a blow-up."""
+    u = np.log10(np.geomspace(1e-4, 10.0, n))
+    loss = 0.8 + 1.5 / (1.0 + np.exp((u + 2.5) / 0.1))
+    loss -= 0.03 * np.exp(-(((u - lowest_at) / 0.15) ** 2))
+    loss += np.where(u > rise_at, np.expm1(3.0 * (u - rise_at)), 0.0)
+    result = curve(loss)
+    return result, quiet_read(result)
+
+
+def test_half_edge_on_a_flat_bottom_follows_the_blow_up_not_the_lowest_point():
+    result, reading = flat_bottom(lowest_at=-0.5, rise_at=-0.05)
+    at_minimum = result.lrs[reading.minimum]
+    at_blow_up = result.lrs[reading.blow_up]
+    assert at_minimum == pytest.approx(10**-0.5, rel=0.05)
+    assert 2.5 < at_blow_up / at_minimum < 5.0  # 0.4 x blow-up: past half
+    assert reading.suggestions["half_edge"] == pytest.approx(0.2 * at_blow_up)
+    # Never past the lowest loss: there the loss already rises.
+    result, reading = flat_bottom(lowest_at=-1.5, rise_at=0.3)
+    at_minimum = result.lrs[reading.minimum]
+    assert result.lrs[reading.blow_up] / at_minimum > 20.0
+    assert reading.suggestions["half_edge"] == pytest.approx(at_minimum)
+    # Where the bottom is not flat, half the lowest loss's rate.
+    sharp = load("range_test_cnn_momentum_400")
+    sharp_reading = quiet_read(sharp)
+    assert sharp_reading.suggestions["half_edge"] == pytest.approx(
+        sharp.lrs[sharp_reading.minimum] / 2.0
+    )
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def _subject(args: argparse.Namespace) -> str:
 
 
 _MEANING = {
-    "half_minimum": "half the lr of the lowest loss, read the optimizer's lag earlier",
+    "half_edge": "half the lr where training breaks down, read the lag early",
     "steepest": "steepest descent of the loss per log(lr) (torch-lr-finder's rule)",
     "minimum": "lr of the lowest loss, divided by 10 (fastai's minimum)",
     "valley": "middle of the longest decreasing run (fastai's valley)",

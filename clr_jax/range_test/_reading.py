@@ -45,11 +45,14 @@ and the plot show them.
 The rules. ``'valley'``, ``'minimum'`` and ``'steepest'`` are fastai's and
 torch-lr-finder's rules (:mod:`._peer_rules`), applied here to the
 zero-phase curve on the readable part before its minimum. This library's
-``'half_minimum'`` is half the rate of the lowest loss, read
+``'half_edge'`` is half the rate at the *edge*, where training breaks down:
+the rate of the lowest loss, or 0.4 times the blow-up's rate when that is
+higher (a flat bottom, whose lowest point is poorly placed). Both are read
 ``round(b / (1 - b))`` steps earlier for an optimizer whose average of
 gradients decays by ``b`` (the average's mean age: the loss answers such an
-optimizer's rate that many steps late); the half keeps the fixed rate below
-the edge where training breaks down.
+optimizer's rate that many steps late); the half keeps a fixed rate below
+the edge, and the suggestion is never past the lowest loss. The 0.4 and the
+half were chosen on the problems of ``benchmarks/suggestions.py``.
 
 References:
   Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017,
@@ -74,8 +77,8 @@ from clr_jax.range_test._peer_rules import (
 )
 from clr_jax.range_test._smoothing import Noise, running_median, smooth, smoothing_width
 
-SuggestMethod = Literal["half_minimum", "steepest", "minimum", "valley"]
-METHODS: tuple[str, ...] = ("half_minimum", "steepest", "minimum", "valley")
+SuggestMethod = Literal["half_edge", "steepest", "minimum", "valley"]
+METHODS: tuple[str, ...] = ("half_edge", "steepest", "minimum", "valley")
 
 # Fractions of the descent (or of the metric's rise) that mark Smith's bounds:
 # the curve "starts to improve" once 10% of the gain is made, and the gain
@@ -87,6 +90,9 @@ _MAX_FRACTION = 0.9
 _MIN_RELATIVE_DROP = 0.01
 # A blow-up: the loss stays this share of the descent above its best.
 _BLOW_UP_FRACTION = 1.0 / 3.0
+# The edge is at least this share of the blow-up's rate: on a flat bottom the
+# lowest loss can sit far below where training breaks down.
+_EDGE_SHARE_OF_BLOW_UP = 0.4
 # Suggestions in this share of the sweep's first or last steps get a note.
 _EDGE_FRACTION = 0.1
 # Many sweeps disagree when one suggestion varies by more than this factor.
@@ -330,15 +336,42 @@ def lag_steps(momentum: float | None) -> int:
     return round(momentum / (1.0 - momentum))
 
 
-def _suggest_all(span: _Span, descent: _Descent, lag: int) -> dict[str, int]:
-    """Span indices of every method's suggestion (``minimum``: of the minimum)."""
+def _training_edge(span, descent, lag: int, blow_up) -> tuple[int, float]:
+    """``(span index, rate)`` of the edge where training breaks down.
+
+    The rate of the lowest loss, or a share of the blow-up's when higher;
+    both read ``lag`` steps early. Index ``len(span.smooth)`` is the blow-up
+    itself (the first step not read).
+    """
+    at_minimum = max(descent.trough - lag, 0)
+    edge = span.at(at_minimum)
+    if blow_up is None:
+        return at_minimum, edge
+    at_blow_up = max(blow_up - span.start - lag, 0)
+    share = _EDGE_SHARE_OF_BLOW_UP * span.at(at_blow_up)
+    return (at_blow_up, share) if share > edge else (at_minimum, edge)
+
+
+def _suggest_all(span, descent, lag: int, blow_up) -> dict[str, tuple[int, float]]:
+    """``{method: (span index read, lr)}`` of every method's suggestion."""
     before = span.smooth[: descent.trough + 1]
-    return {
-        "half_minimum": max(descent.trough - lag, 0),
+    found = {
         "steepest": gradient_steepest_index(before) if len(before) > 1 else 0,
         "minimum": descent.trough,
         "valley": valley_index(before),
     }
+    out = {m: (i, span.at(i)) for m, i in found.items()}
+    out["minimum"] = (descent.trough, out["minimum"][1] / 10.0)
+    return {"half_edge": _half_edge(span, descent, lag, blow_up), **out}
+
+
+def _half_edge(span, descent, lag: int, blow_up) -> tuple[int, float]:
+    """Half the edge, and never past the lowest loss, where the loss rises."""
+    at_edge, edge = _training_edge(span, descent, lag, blow_up)
+    at_minimum = span.at(descent.trough)
+    if edge / 2.0 > at_minimum:
+        return descent.trough, at_minimum
+    return at_edge, edge / 2.0
 
 
 def _still_falling(span: _Span, descent: _Descent) -> bool:
@@ -347,16 +380,14 @@ def _still_falling(span: _Span, descent: _Descent) -> bool:
     return at_end and span.stop == span.num_steps
 
 
-def _suggestions(span, descent, lag: int, notes):
+def _suggestions(span, descent, lag: int, blow_up, notes):
     """``{method: lr}`` with the notes of each; NaN where unsupported."""
     if descent is None:
         return dict.fromkeys(METHODS, math.nan)
-    found = _suggest_all(span, descent, lag)
-    out = {m: span.at(i) for m, i in found.items()}
-    out["minimum"] /= 10.0
-    out["half_minimum"] /= 2.0
+    found = _suggest_all(span, descent, lag, blow_up)
+    out = {m: lr for m, (_, lr) in found.items()}
     if _still_falling(span, descent):
-        for method in ("minimum", "half_minimum"):
+        for method in ("minimum", "half_edge"):
             out[method] = math.nan
             notes.append(
                 (
@@ -365,7 +396,7 @@ def _suggestions(span, descent, lag: int, notes):
                     "is not in the sweep; raise end_lr",
                 )
             )
-    for method, i in found.items():
+    for method, (i, _) in found.items():
         edge = span.edge(i)
         if edge is not None and math.isfinite(out[method]):
             notes.append(
@@ -581,7 +612,7 @@ def _read_one(result, skip_start, how: _Source, sweep: int = 0) -> Reading:
             )
         )
     lag = lag_steps(_momentum_of(result.config, sweep))
-    suggestions = _suggestions(span, descent, lag, notes)
+    suggestions = _suggestions(span, descent, lag, blow_up, notes)
     if how.validation:
         bounds = _validation_bounds(result, span, how, notes)
     else:

@@ -48,7 +48,7 @@ class RangeTestConfig(NamedTuple):
     hyperparams: tuple[tuple[str, tuple[float, ...]], ...] = ()
     # The decay of the optimizer's average of gradients ('momentum' or 'b1'),
     # when the optimizer has one and it is not swept (then it is in
-    # ``hyperparams``); it sets the lag that ``'half_minimum'`` corrects.
+    # ``hyperparams``); it sets the lag that ``'half_edge'`` corrects.
     momentum: float | None = None
     versions: tuple[tuple[str, str], ...] = ()
 
@@ -246,7 +246,7 @@ class RangeTestResult:
 
     def suggest(
         self,
-        method: _reading.SuggestMethod = "half_minimum",
+        method: _reading.SuggestMethod = "half_edge",
         *,
         skip_start: int | None = None,
     ):
@@ -254,16 +254,19 @@ class RangeTestResult:
 
         Every method reads the zero-phase smoothed raw loss (:meth:`read`), on
         the part after ``skip_start`` and before both the blow-up and the
-        lowest loss:
+        lowest loss (``'half_edge'`` also uses where the blow-up is):
 
-        * ``'half_minimum'`` (the default): half the rate of the lowest loss,
-          read ``round(b / (1 - b))`` steps before it for an optimizer whose
+        * ``'half_edge'`` (the default): half the rate at the edge where
+          training breaks down: the rate of the lowest loss, or 0.4 times
+          the blow-up's rate when that is higher (a flat bottom, whose lowest
+          point is poorly placed), and never past the lowest loss. Both are
+          read ``round(b / (1 - b))`` steps early for an optimizer whose
           average of gradients decays by ``b`` (``momentum``, Adam's ``b1``:
           :attr:`RangeTestConfig.momentum`), the steps by which the loss
           trails such an optimizer's rate; NaN when the loss still falls at
-          ``end_lr``. Of these rules the best predictor of the best fixed
-          rate, and the steadiest across sweep lengths
-          (``benchmarks/README.md``);
+          ``end_lr``. Of these rules the best
+          predictor of the best fixed rate, and the steadiest across sweep
+          lengths (``benchmarks/README.md``);
         * ``'valley'``: fastai's valley, the middle of the longest decreasing
           run (:func:`~clr_jax.range_test._peer_rules.fastai_valley`);
         * ``'minimum'``: the rate of the lowest loss divided by 10, as
@@ -272,7 +275,7 @@ class RangeTestResult:
           step (per ``log(lr)`` for an exponential sweep), as torch-lr-finder's.
 
         Args:
-          method: ``'half_minimum'``, ``'valley'``, ``'minimum'`` or
+          method: ``'half_edge'``, ``'valley'``, ``'minimum'`` or
             ``'steepest'``.
           skip_start: steps left out at the start; default 0.
 
