@@ -392,7 +392,7 @@ def summarise(problems: list[dict]) -> dict[str, dict]:
         entries = [p["scores"]["rules"][rule] for p in problems]
         rows = [(n, r) for e in entries for n, r in e["lengths"].items()]
         regrets = [r["regret"] for _, r in rows if not r["refused"]]
-        errors = [r["regret_se"] for _, r in rows if r.get("regret_se") is not None]
+        errors = [r["regret_se"] for _, r in rows if r["regret_se"] is not None]
         long = [r for n, r in rows if int(n) >= LONG_SWEEP]
         by_length: dict[int, list[float]] = {}
         for length, row in rows:

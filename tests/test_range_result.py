@@ -188,6 +188,7 @@ def test_a_loss_still_falling_at_end_lr_gives_no_minimum_and_no_max_lr():
     reading = quiet_read(result)
     assert reading.blow_up is None
     assert math.isnan(reading.suggestions["minimum"])
+    assert math.isnan(reading.suggestions["half_edge"])
     assert math.isnan(reading.bounds.max_lr)
     assert math.isfinite(reading.bounds.base_lr)
     assert any("never diverged" in n for n in reading.notes)

@@ -336,42 +336,36 @@ def lag_steps(momentum: float | None) -> int:
     return round(momentum / (1.0 - momentum))
 
 
-def _training_edge(span, descent, lag: int, blow_up) -> tuple[int, float]:
-    """``(span index, rate)`` of the edge where training breaks down.
-
-    The rate of the lowest loss, or a share of the blow-up's when higher;
-    both read ``lag`` steps early. Index ``len(span.smooth)`` is the blow-up
-    itself (the first step not read).
-    """
-    at_minimum = max(descent.trough - lag, 0)
-    edge = span.at(at_minimum)
-    if blow_up is None:
-        return at_minimum, edge
-    at_blow_up = max(blow_up - span.start - lag, 0)
-    share = _EDGE_SHARE_OF_BLOW_UP * span.at(at_blow_up)
-    return (at_blow_up, share) if share > edge else (at_minimum, edge)
-
-
 def _suggest_all(span, descent, lag: int, blow_up) -> dict[str, tuple[int, float]]:
     """``{method: (span index read, lr)}`` of every method's suggestion."""
     before = span.smooth[: descent.trough + 1]
-    found = {
-        "steepest": gradient_steepest_index(before) if len(before) > 1 else 0,
-        "minimum": descent.trough,
-        "valley": valley_index(before),
+    steepest = gradient_steepest_index(before) if len(before) > 1 else 0
+    valley = valley_index(before)
+    return {
+        "half_edge": _half_edge(span, descent, lag, blow_up),
+        "steepest": (steepest, span.at(steepest)),
+        "minimum": (descent.trough, span.at(descent.trough) / 10.0),
+        "valley": (valley, span.at(valley)),
     }
-    out = {m: (i, span.at(i)) for m, i in found.items()}
-    out["minimum"] = (descent.trough, out["minimum"][1] / 10.0)
-    return {"half_edge": _half_edge(span, descent, lag, blow_up), **out}
 
 
 def _half_edge(span, descent, lag: int, blow_up) -> tuple[int, float]:
-    """Half the edge, and never past the lowest loss, where the loss rises."""
-    at_edge, edge = _training_edge(span, descent, lag, blow_up)
-    at_minimum = span.at(descent.trough)
-    if edge / 2.0 > at_minimum:
-        return descent.trough, at_minimum
-    return at_edge, edge / 2.0
+    """``(span index read, lr)``: half the edge where training breaks down.
+
+    The edge is the rate of the lowest loss, or a share of the blow-up's when
+    higher, both read ``lag`` steps early (index ``len(span.smooth)`` is the
+    blow-up itself, the first step not read). The result is never past the
+    lowest loss, where the loss already rises.
+    """
+    at_edge = max(descent.trough - lag, 0)
+    edge = span.at(at_edge)
+    if blow_up is not None:
+        at_blow_up = max(blow_up - span.start - lag, 0)
+        share = _EDGE_SHARE_OF_BLOW_UP * span.at(at_blow_up)
+        if share > edge:
+            at_edge, edge = at_blow_up, share
+    lowest = span.at(descent.trough)
+    return (descent.trough, lowest) if edge / 2.0 > lowest else (at_edge, edge / 2.0)
 
 
 def _still_falling(span: _Span, descent: _Descent) -> bool:
