@@ -51,9 +51,10 @@ def _three(x: float) -> list[float]:
     return [x, x, x]
 
 
-def _readings(good: float, valley: float) -> dict:
+def _readings(good: float, valley: float, noted: bool = False) -> dict:
     return {
         "ours": {"good": _three(good), "shy": [0.1, NAN, NAN]},
+        "noted": {"good": [noted, noted, False], "shy": [False] * 3},
         "peers": {
             "fastai_valley": _three(valley),
             "torch_lr_finder_steepest": _three(1.0),
@@ -98,6 +99,7 @@ def test_regret_factor_refusal_and_the_targets(bench):
     assert checks["good"] == {
         "regret": True,
         "regret_long": True,
+        "regret_unnoted": True,
         "movement": True,
         "beats_peers": True,
     }
@@ -109,9 +111,32 @@ def test_regret_factor_refusal_and_the_targets(bench):
         summary, [100, 400]
     )
     assert "refused" in text and "| good |" in text
-    assert "good (recommended) | PASS | PASS | PASS | PASS" in bench.targets_table(
-        checks, "good"
+    assert "good (recommended) | PASS | PASS | PASS | PASS | PASS" in (
+        bench.targets_table(checks, "good")
     )
+
+
+def test_a_noted_suggestion_is_kept_out_of_the_unnoted_target(bench):
+    grid = bench.GRID
+    readings = {
+        100: _readings(1.0, grid[4], noted=True),  # a decade off: 5 points
+        400: _readings(0.1, grid[4]),
+    }
+    problem = _problem(bench, readings)
+    rules = problem["scores"]["rules"]
+    assert rules["good"]["lengths"][100]["noted"]  # two sweeps of three
+    assert rules["good"]["lengths"][400]["noted"] is False
+    assert rules["fastai_valley"]["lengths"][100]["noted"] is None  # no notes
+    summary = bench.summarise([problem])
+    good = summary["good"]
+    assert good["max_regret"] == pytest.approx(5.0) and good["noted"] == 1
+    assert good["max_regret_unnoted"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["fastai_valley"]["noted"] is None
+    assert math.isnan(summary["fastai_valley"]["max_regret_unnoted"])
+    checks = bench.check_targets(summary, ["good"])["good"]
+    assert not checks["regret"] and checks["regret_unnoted"]
+    assert "+5.0†" in bench.problem_table(problem, [100, 400])
+    assert "| 1/2 | +0.0 |" in bench.summary_table(summary, [100, 400])
 
 
 def test_equal_runs_train_once_and_refused_ones_not_at_all(bench):

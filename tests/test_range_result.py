@@ -525,8 +525,7 @@ def test_half_edge_reads_the_optimizers_lag_before_the_edge():
     result = load("range_test_cnn_momentum_400")
     assert result.config.momentum is None  # recorded before the lag was kept
     for momentum, lag in ((None, 0), (0.9, 9), (0.5, 1)):
-        config = result.config._replace(momentum=momentum)
-        reading = quiet_read(result.replace(config=config))
+        reading = quiet_read(with_momentum(result, momentum))
         expected = expected_half_edge(result.lrs, reading, lag)
         assert reading.suggestions["half_edge"] == pytest.approx(expected)
 
@@ -545,6 +544,32 @@ def test_half_edge_takes_each_sweeps_own_swept_momentum():
     for reading, lag in zip(readings, (0, 1, 9), strict=True):
         expected = expected_half_edge(sweeps.lrs[0], reading, lag)
         assert reading.suggestions["half_edge"] == pytest.approx(expected)
+
+
+def with_momentum(result, momentum):
+    return result.replace(config=result.config._replace(momentum=momentum))
+
+
+@pytest.mark.parametrize(
+    "num_steps, momentum, coarse",
+    [
+        (100, 0.9, True),  # from 1e-4 to 10: 2.8x over 9 steps
+        (400, 0.9, False),  # 1.3x
+        (100, None, False),  # no lag to correct
+    ],
+)
+def test_half_edge_is_noted_when_the_sweep_outruns_the_lag_correction(
+    num_steps, momentum, coarse
+):
+    result, _ = flat_bottom(lowest_at=-0.5, rise_at=-0.05, n=num_steps)
+    result = with_momentum(result, momentum)
+    notes = [n for n in quiet_read(result).notes_for("half_edge") if "coarse" in n]
+    assert bool(notes) == coarse
+    if coarse:
+        assert "9 steps late" in notes[0] and "2.8x" in notes[0]
+        with pytest.warns(clr_jax.RangeTestWarning, match="coarse"):
+            assert math.isfinite(result.suggest())  # noted, still given
+        assert not any("coarse" in n for n in quiet_read(result).notes_for("valley"))
 
 
 def flat_bottom(lowest_at: float, rise_at: float, n: int = 400):

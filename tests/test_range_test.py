@@ -501,5 +501,10 @@ def test_step_fn_must_return_scalars():
 
     with pytest.raises(ValueError, match="scalar loss"):
         clr_jax.range_test_with_step(
-            step, jnp.float32(0.0), jnp.ones((100, 2)), batched=True, progress=False
+            step,
+            jnp.float32(0.0),
+            jnp.ones((100, 2)),
+            batched=True,
+            num_steps=100,
+            progress=False,
         )

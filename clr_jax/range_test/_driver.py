@@ -533,7 +533,7 @@ def range_test_with_step(
     batch_size: int | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    num_steps: int = 100,
+    num_steps: int = 400,
     mode: Literal["exponential", "linear"] = "exponential",
     key: jax.Array | None = None,
     beta: float = 0.98,
@@ -592,7 +592,8 @@ def range_test_with_step(
       batch_size: examples per step; required for sampled data.
       start_lr: rate of the first step; positive for ``'exponential'``.
       end_lr: rate of the last step, > ``start_lr``.
-      num_steps: steps in the sweep, at least 2.
+      num_steps: steps in the sweep, at least 2. The default, 400, is fine
+        enough to read an optimizer with momentum (see ``'half_edge'``).
       mode: ``'exponential'`` (fastai, torch-lr-finder) or ``'linear'``
         (Smith 2017).
       key: PRNG key for sampling; default ``jax.random.key(0)``. A 1-D batch

@@ -37,10 +37,11 @@ would then fall on neighbouring points.
 Notes. Every doubt about a reading is a note: no clear descent, a suggestion
 in the first or last 10% of the sweep (lower ``start_lr`` or raise
 ``end_lr``), a loss still falling at ``end_lr``, a sweep that never diverged,
-many sweeps that disagree by more than 3x. :meth:`RangeTestResult.read`
-returns them; the suggestions and bounds also raise them as
-:class:`RangeTestWarning`; ``bounds_report``, the JSON file, the command line
-and the plot show them.
+many sweeps that disagree by more than 3x, a ``'half_edge'`` whose lag
+correction spans more than its 2x margin (add steps).
+:meth:`RangeTestResult.read` returns them; the suggestions and bounds also
+raise them as :class:`RangeTestWarning`; ``bounds_report``, the JSON file,
+the command line and the plot show them.
 
 The rules. ``'valley'``, ``'minimum'`` and ``'steepest'`` are fastai's and
 torch-lr-finder's rules (:mod:`._peer_rules`), applied here to the
@@ -51,8 +52,11 @@ higher (a flat bottom, whose lowest point is poorly placed). Both are read
 ``round(b / (1 - b))`` steps earlier for an optimizer whose average of
 gradients decays by ``b`` (the average's mean age: the loss answers such an
 optimizer's rate that many steps late); the half keeps a fixed rate below
-the edge, and the suggestion is never past the lowest loss. The 0.4 and the
-half were chosen on the problems of ``benchmarks/suggestions.py``.
+the edge, and the suggestion is never past the lowest loss. When the sweep
+raises the rate more than 2x over those steps (100 steps from 1e-4 to 10
+raise it 2.8x over 9), the correction is coarser than the half's margin and
+the reading gets a note. The 0.4 and the half were chosen on the problems of
+``benchmarks/suggestions.py``.
 
 References:
   Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017,
@@ -93,6 +97,10 @@ _BLOW_UP_FRACTION = 1.0 / 3.0
 # The edge is at least this share of the blow-up's rate: on a flat bottom the
 # lowest loss can sit far below where training breaks down.
 _EDGE_SHARE_OF_BLOW_UP = 0.4
+# half_edge keeps a 2x margin below the edge; when the sweep raises the rate
+# by more than that over the optimizer's lag, the lag correction is coarser
+# than the margin, and the reading gets a note.
+_MAX_LAG_SPAN = 2.0
 # Suggestions in this share of the sweep's first or last steps get a note.
 _EDGE_FRACTION = 0.1
 # Many sweeps disagree when one suggestion varies by more than this factor.
@@ -396,7 +404,26 @@ def _suggestions(span, descent, lag: int, blow_up, notes):
             notes.append(
                 (method, f"{method} ({out[method]:.3g}) is {_EDGE_ADVICE[edge]}")
             )
+    lag_span = _lag_span(span, found["half_edge"][0], lag)
+    if lag_span > _MAX_LAG_SPAN and math.isfinite(out["half_edge"]):
+        notes.append(
+            (
+                "half_edge",
+                f"half_edge ({out['half_edge']:.3g}) is coarse: the loss answers the "
+                f"rate {lag} steps late, and over {lag} steps this sweep raises the "
+                f"rate {lag_span:.2g}x, more than the half's {_MAX_LAG_SPAN:g}x "
+                "margin; add steps",
+            )
+        )
     return out
+
+
+def _lag_span(span: _Span, i: int, lag: int) -> float:
+    """How many times the sweep raises the rate over ``lag`` steps from span
+    index ``i``: the uncertainty of a reading corrected by that lag."""
+    at = span.start + i
+    later = span.lrs[min(at + lag, span.num_steps - 1)]
+    return float(later / span.lrs[at]) if span.lrs[at] > 0 else math.inf
 
 
 class _Source(NamedTuple):
