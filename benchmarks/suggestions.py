@@ -26,11 +26,11 @@ accuracy minus the accuracy at the suggestion, in points; and how far it
 *moves* across the three sweep lengths (max/min). Then per rule: median and
 max regret, max movement, refusals, and how many of our suggestions come
 with a note (a ``RangeTestWarning`` in most of the three sweeps). Targets
-for a recommended method of ours: regret <= 1 point on every problem and
-sweep length; at the sweeps of ``LONG_SWEEP`` (400) steps or more, the
-README's recommendation; wherever it is given without a note; movement <=
-3x; and a median regret below both fastai's ``valley`` and
-torch-lr-finder's steepest point.
+for a recommended method of ours: regret <= 1 point on every problem (a) at
+every sweep length, (b) at the sweeps of ``LONG_SWEEP`` (400) steps or
+more, which the README recommends, and (c) wherever it is given without a
+note; movement <= 3x; and a median regret below both fastai's ``valley``
+and torch-lr-finder's steepest point.
 
 Usage::
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -383,6 +384,17 @@ def test_digits_defaults_are_unchanged_and_mnist1d_has_its_own():
     )
     given = _parser.parse(["compare", "--data", "mnist1d", "--batch-size", "50"])
     assert given.batch_size == 50
+
+
+def test_the_sweep_length_is_the_librarys_default_everywhere():
+    """400 steps, fine enough to read a momentum optimizer's half_edge."""
+    defaults = {
+        entry.__name__: inspect.signature(entry).parameters["num_steps"].default
+        for entry in (clr_jax.range_test, clr_jax.range_test_with_step)
+    }
+    assert defaults == {"range_test": 400, "range_test_with_step": 400}
+    for command in ("range-test", "demo"):
+        assert _parser.parse([command]).steps == 400
 
 
 # ---------------------------------------------------------------------------

@@ -521,6 +521,10 @@ def expected_half_edge(lrs, reading, lag: int) -> float:
     return min(edge / 2.0, lrs[reading.minimum])
 
 
+def with_momentum(result, momentum):
+    return result.replace(config=result.config._replace(momentum=momentum))
+
+
 def test_half_edge_reads_the_optimizers_lag_before_the_edge():
     result = load("range_test_cnn_momentum_400")
     assert result.config.momentum is None  # recorded before the lag was kept
@@ -544,10 +548,6 @@ def test_half_edge_takes_each_sweeps_own_swept_momentum():
     for reading, lag in zip(readings, (0, 1, 9), strict=True):
         expected = expected_half_edge(sweeps.lrs[0], reading, lag)
         assert reading.suggestions["half_edge"] == pytest.approx(expected)
-
-
-def with_momentum(result, momentum):
-    return result.replace(config=result.config._replace(momentum=momentum))
 
 
 @pytest.mark.parametrize(
