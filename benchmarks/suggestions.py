@@ -224,10 +224,11 @@ def noted(reading: dict, rule: str) -> bool | None:
     rule that gives no notes (the peers', the policies').
 
     Examples:
-      >>> noted({"noted": {"a": [True, True, False]}}, "a"), noted({}, "a")
+      >>> reading = {"noted": {"a": [True, True, False]}}
+      >>> noted(reading, "a"), noted(reading, "fastai_valley")
       (True, None)
     """
-    flags = reading.get("noted", {}).get(rule)
+    flags = reading["noted"].get(rule)
     return None if flags is None else 2 * sum(flags) > len(flags)
 
 
@@ -411,10 +412,10 @@ def summarise(problems: list[dict]) -> dict[str, dict]:
     for rule in rules:
         entries = [p["scores"]["rules"][rule] for p in problems]
         rows = [(n, r) for e in entries for n, r in e["lengths"].items()]
-        regrets = [r["regret"] for _, r in rows if not r["refused"]]
+        given = [r for _, r in rows if not r["refused"]]
+        regrets = [r["regret"] for r in given]
         errors = [r["regret_se"] for _, r in rows if r["regret_se"] is not None]
         long = [r for n, r in rows if int(n) >= LONG_SWEEP]
-        given = [r for _, r in rows if not r["refused"]]
         unnoted = [r["regret"] for r in given if r["noted"] is False]
         gives_notes = any(r["noted"] is not None for r in given)
         by_length: dict[int, list[float]] = {}

@@ -572,6 +572,15 @@ def test_half_edge_is_noted_when_the_sweep_outruns_the_lag_correction(
         assert not any("coarse" in n for n in quiet_read(result).notes_for("valley"))
 
 
+def test_the_lag_span_is_the_rates_growth_over_the_lag_within_the_sweep():
+    lrs = np.linspace(0.0, 1.0, 101)  # a linear sweep may start at 0
+    span = _reading._Span(lrs, lrs, lrs, 0, 101, 5, 101)
+    assert _reading._lag_span(span, 10, 9) == pytest.approx(0.19 / 0.10)
+    assert _reading._lag_span(span, 95, 9) == pytest.approx(1.0 / 0.95)  # the end
+    assert _reading._lag_span(span, 0, 9) == math.inf  # from a zero rate: noted
+    assert _reading._lag_span(span, 0, 0) == 1.0  # no lag, nothing to correct
+
+
 def flat_bottom(lowest_at: float, rise_at: float, n: int = 400):
     """A descent to a bottom flat from 10**-2 to 10**rise_at, its lowest
     point at 10**lowest_at, then a blow-up."""

@@ -284,6 +284,12 @@ class _Span(NamedTuple):
         """The rate at span index ``i``."""
         return float(self.lrs[self.start + i])
 
+    @property
+    def blew_up(self) -> bool:
+        """Reading stops before the sweep's end: at the blow-up, span index
+        ``len(self.smooth)``."""
+        return self.stop < self.num_steps
+
     def edge(self, i: int) -> str | None:
         """``'first'``/``'last'`` when span index ``i`` is at an edge of the sweep."""
         position = (self.start + i) / max(self.num_steps - 1, 1)
@@ -344,31 +350,30 @@ def lag_steps(momentum: float | None) -> int:
     return round(momentum / (1.0 - momentum))
 
 
-def _suggest_all(span, descent, lag: int, blow_up) -> dict[str, tuple[int, float]]:
+def _suggest_all(span, descent, lag: int) -> dict[str, tuple[int, float]]:
     """``{method: (span index read, lr)}`` of every method's suggestion."""
     before = span.smooth[: descent.trough + 1]
     steepest = gradient_steepest_index(before) if len(before) > 1 else 0
     valley = valley_index(before)
     return {
-        "half_edge": _half_edge(span, descent, lag, blow_up),
+        "half_edge": _half_edge(span, descent, lag),
         "steepest": (steepest, span.at(steepest)),
         "minimum": (descent.trough, span.at(descent.trough) / 10.0),
         "valley": (valley, span.at(valley)),
     }
 
 
-def _half_edge(span, descent, lag: int, blow_up) -> tuple[int, float]:
+def _half_edge(span, descent, lag: int) -> tuple[int, float]:
     """``(span index read, lr)``: half the edge where training breaks down.
 
     The edge is the rate of the lowest loss, or a share of the blow-up's when
-    higher, both read ``lag`` steps early (index ``len(span.smooth)`` is the
-    blow-up itself, the first step not read). The result is never past the
+    higher, both read ``lag`` steps early. The result is never past the
     lowest loss, where the loss already rises.
     """
     at_edge = max(descent.trough - lag, 0)
     edge = span.at(at_edge)
-    if blow_up is not None:
-        at_blow_up = max(blow_up - span.start - lag, 0)
+    if span.blew_up:
+        at_blow_up = max(len(span.smooth) - lag, 0)
         share = _EDGE_SHARE_OF_BLOW_UP * span.at(at_blow_up)
         if share > edge:
             at_edge, edge = at_blow_up, share
@@ -379,14 +384,14 @@ def _half_edge(span, descent, lag: int, blow_up) -> tuple[int, float]:
 def _still_falling(span: _Span, descent: _Descent) -> bool:
     """The lowest loss is at the end of a sweep that never blew up."""
     at_end = descent.trough >= len(span.smooth) - 1 - span.width // 2
-    return at_end and span.stop == span.num_steps
+    return at_end and not span.blew_up
 
 
-def _suggestions(span, descent, lag: int, blow_up, notes):
+def _suggestions(span, descent, lag: int, notes):
     """``{method: lr}`` with the notes of each; NaN where unsupported."""
     if descent is None:
         return dict.fromkeys(METHODS, math.nan)
-    found = _suggest_all(span, descent, lag, blow_up)
+    found = _suggest_all(span, descent, lag)
     out = {m: lr for m, (_, lr) in found.items()}
     if _still_falling(span, descent):
         for method in ("minimum", "half_edge"):
@@ -404,26 +409,36 @@ def _suggestions(span, descent, lag: int, blow_up, notes):
             notes.append(
                 (method, f"{method} ({out[method]:.3g}) is {_EDGE_ADVICE[edge]}")
             )
-    lag_span = _lag_span(span, found["half_edge"][0], lag)
-    if lag_span > _MAX_LAG_SPAN and math.isfinite(out["half_edge"]):
-        notes.append(
-            (
-                "half_edge",
-                f"half_edge ({out['half_edge']:.3g}) is coarse: the loss answers the "
-                f"rate {lag} steps late, and over {lag} steps this sweep raises the "
-                f"rate {lag_span:.2g}x, more than the half's {_MAX_LAG_SPAN:g}x "
-                "margin; add steps",
-            )
-        )
+    if math.isfinite(out["half_edge"]):
+        notes.extend(_coarse_lag(span, found["half_edge"][0], lag, out["half_edge"]))
     return out
 
 
 def _lag_span(span: _Span, i: int, lag: int) -> float:
     """How many times the sweep raises the rate over ``lag`` steps from span
-    index ``i``: the uncertainty of a reading corrected by that lag."""
+    index ``i``: the uncertainty of a reading corrected by that lag (none
+    without a lag)."""
+    if lag == 0:
+        return 1.0
     at = span.start + i
     later = span.lrs[min(at + lag, span.num_steps - 1)]
     return float(later / span.lrs[at]) if span.lrs[at] > 0 else math.inf
+
+
+def _coarse_lag(span: _Span, i: int, lag: int, lr: float) -> list[tuple[str, str]]:
+    """A note for ``half_edge`` read at span index ``i`` when the sweep raises
+    the rate more than the half's margin over the lag it corrects."""
+    factor = _lag_span(span, i, lag)
+    if factor <= _MAX_LAG_SPAN:
+        return []
+    return [
+        (
+            "half_edge",
+            f"half_edge ({lr:.3g}) is coarse: the loss answers the rate {lag} steps "
+            f"late, and over {lag} steps this sweep raises the rate {factor:.2g}x, "
+            f"more than the half's {_MAX_LAG_SPAN:g}x margin; add steps",
+        )
+    ]
 
 
 class _Source(NamedTuple):
@@ -633,7 +648,7 @@ def _read_one(result, skip_start, how: _Source, sweep: int = 0) -> Reading:
             )
         )
     lag = lag_steps(_momentum_of(result.config, sweep))
-    suggestions = _suggestions(span, descent, lag, blow_up, notes)
+    suggestions = _suggestions(span, descent, lag, notes)
     if how.validation:
         bounds = _validation_bounds(result, span, how, notes)
     else:

@@ -264,9 +264,9 @@ class RangeTestResult:
           average of gradients decays by ``b`` (``momentum``, Adam's ``b1``:
           :attr:`RangeTestConfig.momentum`), the steps by which the loss
           trails such an optimizer's rate; NaN when the loss still falls at
-          ``end_lr``. Of these rules the best
-          predictor of the best fixed rate, and the steadiest across sweep
-          lengths (``benchmarks/README.md``);
+          ``end_lr``. Of these rules the best predictor of the best fixed
+          rate, and the steadiest across sweep lengths
+          (``benchmarks/README.md``);
         * ``'valley'``: fastai's valley, the middle of the longest decreasing
           run (:func:`~clr_jax.range_test._peer_rules.fastai_valley`);
         * ``'minimum'``: the rate of the lowest loss divided by 10, as
